@@ -1,0 +1,3 @@
+"""automl: Optuna-driven AutoML for Keras image classifiers."""
+
+__version__ = "0.1.0"
