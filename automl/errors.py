@@ -21,7 +21,7 @@ class SpaceError(ConfigError):
 
 
 class DataError(AutoMLError, ValueError):
-    """The data cannot be read or does not fit the configuration (e.g. too few images per class)."""
+    """The data cannot be read or does not fit the configuration (e.g. too few per class)."""
 
 
 class DownloadError(DataError):

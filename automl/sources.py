@@ -29,8 +29,10 @@ class DataSource:
         label_column: ``csv`` only: column holding the class label.
         extension: ``csv`` only: appended to the id to form the file name (e.g. ``.tif``).
         group_column: ``csv`` only: images sharing a value stay on one side of every split.
-        images_key: ``npz`` only: the images array; ``None`` picks ``images`` or ``<split>_images``.
-        labels_key: ``npz`` only: the labels array; ``None`` picks ``labels`` or ``<split>_labels``.
+        images_key: ``npz`` only: the images array; ``None`` picks ``images`` or
+            ``<split>_images``.
+        labels_key: ``npz`` only: the labels array; ``None`` picks ``labels`` or
+            ``<split>_labels``.
         split: ``npz``/``bloodmnist`` in the MedMNIST layout: ``train``, ``val``, ``test`` or
             ``train+val``.
         size: ``bloodmnist`` only: edge of the official file (28, 64, 128 or 224).

@@ -1,0 +1,366 @@
+"""The ``automl`` command: parse options, call the library, render results. No ML logic here.
+
+Errors automl raises on purpose print one line on stderr and exit with status 2; ``--debug``
+shows the traceback instead. Data and tables go to stdout, logs and progress bars to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+# Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import optuna  # noqa: E402
+import typer  # noqa: E402
+
+from automl.config import Config, load_config  # noqa: E402
+from automl.errors import AutoMLError  # noqa: E402
+
+app = typer.Typer(
+    help="Optuna-driven AutoML for Keras image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+T = TypeVar("T")
+
+SpaceOption = Annotated[
+    Path, typer.Option("--space", "-s", help="Search-space YAML file (see search_spaces/).")
+]
+StudyOption = Annotated[str, typer.Option("--study", help="Name of an existing study.")]
+StudiesDirOption = Annotated[
+    Path, typer.Option("--studies-dir", help="Folder that holds the studies.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a file value: KEY.PATH=VALUE (repeatable)."),
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(logging.WARNING if quiet else logging.INFO)
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("automl")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TensorFlow's retracing notices (one per loaded fold model) are noise for users.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run ``action``; turn automl's errors into one line on stderr and exit status 2."""
+    try:
+        return action()
+    except AutoMLError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted: finished trials are saved; run the same command to resume.", err=True
+        )
+        raise typer.Exit(130) from None
+
+
+def _tune_overrides(
+    overrides: list[str] | None,
+    study_name: str | None,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    seed: int | None,
+    studies_dir: Path | None,
+) -> list[str]:
+    items = list(overrides or [])
+    for key, value in (
+        ("study.name", study_name),
+        ("study.storage", storage),
+        ("study.n_trials", n_trials),
+        ("study.timeout", timeout),
+        ("study.seed", seed),
+        ("study.studies_dir", str(studies_dir) if studies_dir else None),
+    ):
+        if value is not None:
+            items.append(f"{key}={json.dumps(value)}")
+    return items
+
+
+@app.command()
+def tune(
+    space: SpaceOption,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Study name.")] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL (default: embedded).")
+    ] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Trials in total.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to run.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Study seed.")] = None,
+    studies_dir: Annotated[
+        Path | None, typer.Option("--studies-dir", help="Where studies live (default studies/).")
+    ] = None,
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Start or resume a study: k-fold trials with pruning, then a summary."""
+    from automl.tune import best_summary, run_tune
+
+    items = _tune_overrides(overrides, study_name, storage, n_trials, timeout, seed, studies_dir)
+    config = _run(lambda: load_config(space, items))
+    result = _run(lambda: run_tune(config, progress=progress))
+    from automl.study import storage_url_for_display
+
+    counts = result.counts
+    typer.echo(f"study:    {config.study.name} ({'resumed' if result.resumed else 'new'})")
+    typer.echo(f"folder:   {result.paths.root}")
+    typer.echo(f"storage:  {storage_url_for_display(config.study.storage, result.paths)}")
+    typer.echo(
+        f"trials:   {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed ({result.ran} run now)"
+    )
+    best = best_summary(result.study)
+    if best is None:
+        typer.echo("best:     no completed trial yet")
+    else:
+        std = f" ± {best['cv_std']:.4f}" if best["cv_std"] is not None else ""
+        typer.echo(
+            f"best:     trial {best['trial']}, {config.study.metric} {best['value']:.4f}{std}"
+        )
+        typer.echo(f"params:   {json.dumps(best['params'], default=str)}")
+    typer.echo(
+        f"next:     automl dashboard --study {config.study.name}   |   "
+        f"automl ensemble --study {config.study.name}"
+    )
+
+
+@app.command()
+def validate(
+    space: SpaceOption,
+    overrides: SetOption = None,
+    samples: Annotated[int, typer.Option(help="Configurations to sample and print.")] = 3,
+) -> None:
+    """Check the file and the data, print parameters and sample configurations; no training."""
+    from automl.tune import prepare_splits
+
+    config = _run(lambda: load_config(space, list(overrides or [])))
+    splits = _run(lambda: prepare_splits(config))
+    typer.echo(
+        f"{space}: valid. Study '{config.study.name}', metric {config.study.metric} "
+        f"({config.study.direction}), sampler {config.study.sampler.name}, "
+        f"pruner {config.study.pruner.name}."
+    )
+    counts = dict(
+        zip(
+            splits.tuning.class_names, _counts(splits.tuning.labels, splits.n_classes), strict=True
+        )
+    )
+    typer.echo(
+        f"data:     {len(splits.tuning)} tuning images in {len(splits.folds)} folds, "
+        f"{len(splits.holdout) if splits.holdout is not None else 0} hold-out, "
+        f"{config.data.image_size} px; per class {counts}"
+    )
+    typer.echo("parameters:")
+    for name, dist in config.space.param_distributions().items():
+        typer.echo(f"  {name}: {_describe(dist)}")
+    sampler = optuna.samplers.RandomSampler(seed=config.study.seed)
+    study = optuna.create_study(sampler=sampler, direction=config.study.direction)
+    for i in range(samples):
+        trial = study.ask()
+        typer.echo(f"sample {i}: {json.dumps(config.space.suggest(trial), default=str)}")
+        study.tell(trial, 0.0)
+
+
+def _describe(dist: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"categorical {list(dist.choices)}"
+    kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+    extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
+    return f"{kind} [{dist.low}, {dist.high}]{extra}"
+
+
+def _counts(labels: Any, n: int) -> list[int]:
+    import numpy as np
+
+    return [int(c) for c in np.bincount(labels, minlength=n)]
+
+
+def _open(study: str, studies_dir: Path) -> tuple[Config, optuna.Study]:
+    from automl.study import load_study
+
+    return _run(lambda: load_study(study, studies_dir))
+
+
+@app.command()
+def show(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    top: Annotated[int | None, typer.Option(help="Show only the best N completed.")] = None,
+) -> None:
+    """Leaderboard: trial, state, CV mean ± std, per-fold scores, params."""
+    from automl.study import finished_counts, leaderboard_rows
+
+    config, optuna_study = _open(study, studies_dir)
+    rows = leaderboard_rows(optuna_study)
+    maximize = config.study.direction == "maximize"
+    rows.sort(
+        key=lambda r: (r["value"] is None, -(r["value"] or 0) if maximize else (r["value"] or 0))
+    )
+    if top is not None:
+        rows = [r for r in rows if r["state"] == "complete"][:top]
+    typer.echo(f"{'trial':>5}  {'state':<8}  {config.study.metric:>16}  {'folds':<30}  params")
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        if r["cv_std"] is not None and r["value"] is not None:
+            value += f" ± {r['cv_std']:.4f}"
+        folds = " ".join(f"{s:.3f}" for s in r["fold_scores"])
+        note = ""
+        if r["state"] == "pruned":
+            note = f" [pruned at step {r['pruned_at_step']}]"
+        elif r["state"] == "fail":
+            note = f" [{r['fail_reason']}]"
+        typer.echo(
+            f"{r['trial']:>5}  {r['state']:<8}  {value:>16}  {folds:<30}  "
+            f"{json.dumps(r['params'], default=str)}{note}"
+        )
+    counts = finished_counts(optuna_study)
+    typer.echo(
+        f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed, "
+        f"{counts['running']} running"
+    )
+
+
+@app.command()
+def ensemble(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    top: Annotated[int | None, typer.Option("--top", help="Trials in the ensemble.")] = None,
+    vote: Annotated[str | None, typer.Option(help="majority or soft.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Majority vote of the top trials' fold models, scored on the hold-out."""
+    from automl.ensemble import run_ensemble
+    from automl.study import paths_for
+
+    config, optuna_study = _open(study, studies_dir)
+    if vote is not None and vote not in ("majority", "soft"):
+        typer.echo(f"error: --vote must be majority or soft, got {vote!r}.", err=True)
+        raise typer.Exit(2)
+    manifest = _run(
+        lambda: run_ensemble(config, optuna_study, top_k=top, vote_method=vote, progress=progress)
+    )
+    members = ", ".join(f"#{m['trial']} ({m['cv_value']:.4f})" for m in manifest["members"])
+    typer.echo(
+        f"ensemble: {len(manifest['members'])} trials x folds = {manifest['n_models']} "
+        f"models, {manifest['vote']} vote: {members}"
+    )
+    oof = manifest["out_of_fold"]
+    if oof:
+        typer.echo(f"out-of-fold: accuracy {oof['accuracy']:.4f}, macro-F1 {oof['macro_f1']:.4f}")
+    holdout = manifest["holdout"]
+    if holdout:
+        e, s = holdout["ensemble"], holdout["best_single_trial"]
+        typer.echo(f"hold-out ({holdout['n_images']} images):")
+        typer.echo(f"  {'':<22}{'accuracy':>10}{'balanced':>10}{'macro-F1':>10}")
+        typer.echo(
+            f"  {'ensemble':<22}{e['accuracy']:>10.4f}{e['balanced_accuracy']:>10.4f}"
+            f"{e['macro_f1']:>10.4f}"
+        )
+        typer.echo(
+            f"  {'best trial #' + str(s['trial']):<22}{s['accuracy']:>10.4f}"
+            f"{s['balanced_accuracy']:>10.4f}{s['macro_f1']:>10.4f}"
+        )
+    out = paths_for(config).ensemble
+    typer.echo(
+        f"saved:    {out / 'ensemble.json'}"
+        + (f", {out / 'confusion_matrix.png'}" if holdout else "")
+    )
+
+
+@app.command()
+def predict(
+    study: StudyOption,
+    input_path: Annotated[Path, typer.Option("--input", help="Image file or folder.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    studies_dir: StudiesDirOption = Path("studies"),
+    output_format: Annotated[str, typer.Option("--format", help="csv or kaggle.")] = "csv",
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flips.")] = False,
+    skip_unreadable: Annotated[
+        bool, typer.Option("--skip-unreadable", help="Skip unreadable images with a warning.")
+    ] = False,
+    positive_class: Annotated[
+        str | None, typer.Option(help="Binary Kaggle files: class whose probability is written.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Predict images with the study's ensemble: CSV with probabilities, or a Kaggle file."""
+    from automl.predict import run_predict
+
+    config, _ = _open(study, studies_dir)
+    result = _run(
+        lambda: run_predict(
+            config,
+            input_path,
+            out,
+            output_format=output_format,
+            tta=tta,
+            skip_unreadable=skip_unreadable,
+            positive_class=positive_class,
+            progress=progress,
+        )
+    )
+    typer.echo(
+        f"predicted {result.n_images} images with {result.n_models} models "
+        f"({'with' if tta else 'no'} TTA): {result.class_counts}"
+    )
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} unreadable files", err=True)
+    typer.echo(f"saved:    {result.out.resolve()} ({output_format})")
+
+
+@app.command()
+def dashboard(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's own storage."""
+    import optuna_dashboard
+
+    from automl.study import open_storage
+
+    config, _ = _open(study, studies_dir)
+    storage = _run(lambda: open_storage(config))
+    typer.echo(
+        f"optuna-dashboard for study '{config.study.name}': http://{host}:{port}/dashboard "
+        "(Ctrl+C to stop)"
+    )
+    optuna_dashboard.run_server(storage, host=host, port=port)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Resolved hyperparameters -> a compiled ``keras.Model``.
+
+Every model takes raw RGB pixels (float 0..255, shape ``(size, size, 3)``) and outputs class
+probabilities; the backbone's own preprocessing is inside the model, so a saved fold model
+predicts from plain images with nothing else to remember.
+
+**Unfrozen layers** mean the same for every backbone: count the backbone's layers that hold
+weights (convolutions, dense, normalisation layers; not activations, pooling or additions),
+from the top; the last ``unfrozen_layers`` of them train, the rest stay frozen. ``0`` trains the
+head alone (feature extraction), ``-1`` the whole backbone. BatchNormalization layers always stay
+frozen (and so run in inference mode, keeping their ImageNet statistics): fine-tuning them on
+small medical batches is the classic way to wreck a pretrained network. A randomly initialised
+backbone (``weights: none``) always trains whole.
+
+**Weights**: ``imagenet`` uses Keras' normal download and cache (``$KERAS_HOME/models``);
+``none`` starts from random weights; a file path loads that file (the offline route: no
+download, no hash check).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from automl.backbones import CUSTOM_CNN, Backbone, get_backbone
+from automl.errors import AutoMLError
+from automl.space import WEIGHTS_IMAGENET, WEIGHTS_NONE
+
+logger = logging.getLogger(__name__)
+
+# ImageNet channel means in BGR order, as keras.applications' "caffe" preprocess_input uses.
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
+
+_OPTIMIZERS = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "lion": "Lion",
+}
+
+
+class WeightsUnavailableError(AutoMLError):
+    """ImageNet weights could not be downloaded (offline machine) and are not cached."""
+
+
+def build_model(
+    params: dict[str, Any],
+    *,
+    n_classes: int,
+    image_size: int,
+    jit_compile: str = "auto",
+) -> keras.Model:
+    """Build and compile the classifier a trial's hyperparameters describe."""
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    spec = params["backbone"]
+    entry = get_backbone(spec["name"])
+    if entry.name == CUSTOM_CNN:
+        features = _custom_cnn(inputs, spec)
+    else:
+        x = _preprocess(inputs, entry)
+        backbone = _application(entry, spec.get("weights", WEIGHTS_IMAGENET), image_size)
+        _set_trainable(backbone, int(spec.get("unfrozen_layers", -1)))
+        features = backbone(x)
+    x = features
+    for i, layer in enumerate(params["head"]["layers"]):
+        x = keras.layers.Dense(int(layer["units"]), name=f"head_dense_{i}")(x)
+        if params["head"]["batchnorm"]:
+            x = keras.layers.BatchNormalization(name=f"head_bn_{i}")(x)
+        x = keras.layers.Activation("relu", name=f"head_relu_{i}")(x)
+        if layer["dropout"] > 0:
+            x = keras.layers.Dropout(float(layer["dropout"]), name=f"head_dropout_{i}")(x)
+    # float32 output keeps softmax stable under a mixed-precision policy.
+    outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    model = keras.Model(inputs, outputs, name=f"automl_{entry.name}")
+    model.compile(
+        optimizer=build_optimizer(params),
+        loss=keras.losses.CategoricalCrossentropy(
+            label_smoothing=float(params["label_smoothing"])
+        ),
+        metrics=["accuracy"],
+        jit_compile={"auto": "auto", "on": True, "off": False}[jit_compile],
+    )
+    return model
+
+
+def build_optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
+    """The optimizer with the trial's learning rate and its own parameters."""
+    spec = dict(params["optimizer"])
+    name = spec.pop("name")
+    if name == "lion" and not spec.get("weight_decay"):
+        spec.pop("weight_decay", None)  # Keras wants None, not 0, for "no decay"
+    cls = getattr(keras.optimizers, _OPTIMIZERS[name])
+    return cls(learning_rate=float(params["learning_rate"]), **spec)
+
+
+def count_parameters(model: keras.Model) -> dict[str, int]:
+    """Total and trainable parameter counts."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    return {"total": int(model.count_params()), "trainable": trainable}
+
+
+def ensure_weights(backbone_name: str, weights: str, image_size: int) -> None:
+    """Build the backbone once so that Keras downloads and caches its ImageNet weights.
+
+    Called before the first trial, so an offline machine fails at once with the manual route
+    instead of failing every trial.
+    """
+    entry = get_backbone(backbone_name)
+    if weights == WEIGHTS_NONE or not entry.pretrainable:
+        return
+    _application(entry, weights, image_size)
+    keras.backend.clear_session()
+
+
+def _application(entry: Backbone, weights: str, image_size: int) -> keras.Model:
+    constructor = getattr(keras.applications, entry.constructor)
+    kwargs: dict[str, Any] = {
+        "include_top": False,
+        "input_shape": (image_size, image_size, 3),
+        "pooling": "avg",
+        "weights": None if weights == WEIGHTS_NONE else weights,
+    }
+    if entry.preprocessing == "builtin":
+        kwargs["include_preprocessing"] = True
+    try:
+        return constructor(**kwargs)
+    except Exception as exc:  # Keras raises plain Exception on URL fetch failure
+        if weights != WEIGHTS_IMAGENET:
+            raise AutoMLError(
+                f"space.backbone.{entry.name}.weights: could not load '{weights}' into "
+                f"{entry.constructor}: {exc}. The file must hold {entry.constructor} weights "
+                "without the top (include_top=False)."
+            ) from exc
+        keras_home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
+        cache = keras_home / "models" / entry.weights_file
+        raise WeightsUnavailableError(
+            f"space.backbone.{entry.name}.weights: ImageNet weights for {entry.constructor} "
+            f"could not be downloaded ({str(exc).splitlines()[0][:160]}). On a machine with "
+            f"network, Keras caches them at {cache}; copy that file here to the same place, or "
+            "set weights: /path/to/that/file, or weights: none."
+        ) from exc
+
+
+def _set_trainable(backbone: keras.Model, unfrozen_layers: int) -> None:
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    first_trainable = 0 if unfrozen_layers < 0 else max(len(weighted) - unfrozen_layers, 0)
+    trainable_ids = {id(layer) for layer in weighted[first_trainable:]}
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = id(layer) in trainable_ids and not isinstance(
+            layer, keras.layers.BatchNormalization
+        )
+
+
+def _preprocess(inputs: Any, entry: Backbone) -> Any:
+    if entry.preprocessing == "tf":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_pm1")(inputs)
+    if entry.preprocessing == "caffe":
+        # RGB -> BGR and minus the ImageNet means as one frozen Dense on the channel axis: plain
+        # Keras layers, so a saved model loads in safe mode without custom objects.
+        layer = keras.layers.Dense(3, name="caffe_preprocess", trainable=False)
+        x = layer(inputs)
+        permutation = np.eye(3, dtype="float32")[:, ::-1]
+        layer.set_weights([permutation, -_CAFFE_MEAN_BGR])
+        return x
+    return inputs
+
+
+def _custom_cnn(inputs: Any, spec: dict[str, Any]) -> Any:
+    """Plain CNN: ``blocks`` x (conv -> [batchnorm] -> relu -> maxpool -> [dropout]).
+
+    Filters double each block from ``filters``; global average pooling (or flattening, with
+    ``pooling: flatten``) feeds the head.
+    """
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)
+    for block in range(int(spec["blocks"])):
+        x = keras.layers.Conv2D(
+            int(spec["filters"]) * 2**block,
+            int(spec["kernel_size"]),
+            padding="same",
+            use_bias=not spec["batchnorm"],
+            kernel_initializer=spec["initializer"],
+            name=f"conv_{block}",
+        )(x)
+        if spec["batchnorm"]:
+            x = keras.layers.BatchNormalization(name=f"bn_{block}")(x)
+        x = keras.layers.Activation("relu", name=f"relu_{block}")(x)
+        x = keras.layers.MaxPooling2D(name=f"pool_{block}")(x)
+        if spec["dropout"] > 0:
+            x = keras.layers.Dropout(float(spec["dropout"]), name=f"dropout_{block}")(x)
+    if spec.get("pooling", "avg") == "flatten":
+        return keras.layers.Flatten(name="flatten")(x)
+    return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)

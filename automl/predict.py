@@ -1,0 +1,96 @@
+"""``automl predict``: the saved ensemble on new images -> a predictions CSV or a Kaggle file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from automl.config import Config
+from automl.data import list_image_files, read_images
+from automl.ensemble import load_manifest
+from automl.errors import DataError
+from automl.export import kaggle_frame, predictions_frame, write_frame_csv
+from automl.voting import Vote, vote
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "kaggle")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What ``predict`` wrote."""
+
+    out: Path
+    n_images: int
+    n_models: int
+    class_counts: dict[str, int]
+    skipped: tuple[str, ...]
+
+
+def image_ids(paths: Sequence[Path], root: Path) -> list[str]:
+    """Ids as the training loaders make them: path relative to ``root``, no extension."""
+    if root.is_file():
+        return [root.stem]
+    return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+
+
+def run_predict(
+    config: Config,
+    input_path: Path,
+    out: Path,
+    *,
+    output_format: str = "csv",
+    tta: bool = False,
+    skip_unreadable: bool = False,
+    positive_class: str | None = None,
+    progress: bool = False,
+) -> Prediction:
+    """Predict every image under ``input_path`` with the study's ensemble and write ``out``."""
+    from automl.inference import predict_probabilities
+
+    if output_format not in FORMATS:
+        raise DataError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}.")
+    manifest = load_manifest(config)
+    input_path = input_path.expanduser().resolve()
+    if input_path.is_file():
+        paths = [input_path]
+    elif input_path.is_dir():
+        paths = list_image_files(input_path)
+    else:
+        raise DataError(f"--input {input_path}: no such file or folder; pass images or a folder.")
+    if not paths:
+        raise DataError(
+            f"--input {input_path}: no image files (.jpg, .png, .tif, ...) found; "
+            "check the folder."
+        )
+    images, failed = read_images(
+        paths,
+        int(manifest["image_size"]),
+        on_unreadable="skip" if skip_unreadable else "error",
+        progress=progress,
+    )
+    failed_set = {Path(p) for p in failed}
+    kept = [p for p in paths if p not in failed_set]
+    ids = image_ids(kept, input_path)
+    models = [Path(p) for member in manifest["members"] for p in member["models"]]
+    probabilities = predict_probabilities(models, images, tta=tta, progress=progress)
+    result: Vote = vote(probabilities, manifest["vote"])
+    names = manifest["class_names"]
+    if output_format == "kaggle":
+        frame = kaggle_frame(ids, names, result, positive_class or config.ensemble.positive_class)
+    else:
+        frame = predictions_frame(ids, names, result)
+    write_frame_csv(out, frame)
+    counts = np.bincount(result.labels, minlength=len(names))
+    return Prediction(
+        out=out,
+        n_images=len(ids),
+        n_models=len(models),
+        class_counts={n: int(c) for n, c in zip(names, counts, strict=True)},
+        skipped=tuple(str(p) for p in failed),
+    )

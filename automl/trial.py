@@ -1,0 +1,312 @@
+"""The k-fold objective: one trial trains one model per fold, reports, prunes, saves its outputs.
+
+**Step numbering.** Optuna keeps one intermediate value per step and ignores a repeated step,
+so each fold-epoch gets its own step::
+
+    step = fold * max_epochs + epoch        (fold and epoch counted from 0)
+
+``max_epochs`` is the largest ``epochs`` the space allows, a constant of the study, so a step
+means the same (fold, epoch) in every trial, also when ``epochs`` itself is searched. The value
+reported at a step is that fold's validation metric after that epoch. The pruner therefore
+compares like with like, and can stop a clearly bad trial inside its first fold (steps
+``0 .. epochs-1``).
+
+The trial's value is the mean of the fold metrics on the validation folds. Per-fold scores,
+their std, epochs run, parameter count and training time go to user attributes; the fold models
+(``fold_<k>.keras``), out-of-fold probabilities (``oof.npz``) and per-epoch history
+(``history.json``) go to ``<study>/trials/<number>/``. A NaN loss or an out-of-memory error fails
+that trial (the reason is recorded) and the study goes on; a pruned or failed trial's folder is
+removed so only usable models stay on disk.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+import tensorflow as tf
+
+from automl.config import Config
+from automl.metrics import compute_metric, log_loss_value
+from automl.models import build_model, count_parameters
+from automl.pipeline import make_dataset
+from automl.splits import Splits
+
+logger = logging.getLogger(__name__)
+
+PREDICT_BATCH_SIZE = 256
+
+
+class TrialFailed(Exception):
+    """A problem of this trial alone (NaN loss, out of memory): fail it, keep the study going."""
+
+
+def trial_dir(study_dir: Path, number: int) -> Path:
+    """Where a trial's fold models and out-of-fold probabilities live."""
+    return study_dir / "trials" / f"{number:05d}"
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """Per-trial seed derived from the study seed and the trial number (reproducible reruns)."""
+    return (study_seed * 1_000_003 + number * 7919) % (2**31 - 1)
+
+
+def configure_device(mixed_precision: str) -> dict[str, Any]:
+    """Memory growth on every GPU, mixed precision when asked (``auto``: only with a GPU)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process; growth was set then
+            pass
+    use_mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    return {"gpus": len(gpus), "mixed_precision": use_mixed}
+
+
+class _FoldReporter(keras.callbacks.Callback):
+    """Scores the validation fold after each epoch, reports it to Optuna, and asks to prune."""
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        *,
+        fold: int,
+        stride: int,
+        val_data: Any,
+        y_val: np.ndarray,
+        metric: str,
+    ) -> None:
+        super().__init__()
+        self.trial, self.fold, self.stride = trial, fold, stride
+        self.val_data, self.y_val, self.metric = val_data, y_val, metric
+        self.history: list[dict[str, float]] = []
+        self.pruned_at: int | None = None
+        self.nan_loss = False
+        self.last_probabilities: np.ndarray | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        loss = float(logs.get("loss", float("nan")))
+        if not math.isfinite(loss):
+            self.nan_loss = True
+            self.model.stop_training = True
+            return
+        probabilities = self.model.predict(self.val_data, verbose=0)
+        self.last_probabilities = probabilities
+        score = compute_metric(self.metric, self.y_val, probabilities)
+        self.history.append(
+            {
+                "epoch": epoch,
+                "loss": loss,
+                "accuracy": float(logs.get("accuracy", float("nan"))),
+                "val_loss": log_loss_value(self.y_val, probabilities),
+                "val_metric": score,
+            }
+        )
+        step = self.fold * self.stride + epoch
+        if math.isfinite(score):
+            self.trial.report(score, step)
+            if self.trial.should_prune():
+                self.pruned_at = step
+                self.model.stop_training = True
+
+
+class Objective:
+    """Callable for ``study.optimize``: trains the trial's folds on the study's fixed splits."""
+
+    def __init__(self, config: Config, splits: Splits, study_dir: Path) -> None:
+        self.config = config
+        self.splits = splits
+        self.study_dir = study_dir
+        self.stride = config.space.max_epochs()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = self.config.space.suggest(trial)
+        seed = trial_seed(self.config.study.seed, trial.number)
+        out_dir = trial_dir(self.study_dir, trial.number)
+        trial.set_user_attr("hyperparameters", params)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("trial_dir", str(out_dir))
+        try:
+            return self._run(trial, params, seed, out_dir)
+        except optuna.TrialPruned:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        except tf.errors.ResourceExhaustedError as exc:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            reason = f"out of memory (batch_size={params['batch_size']}): {str(exc)[:200]}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason) from exc
+        except TrialFailed as exc:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+
+    def _run(self, trial: optuna.Trial, params: dict[str, Any], seed: int, out_dir: Path) -> float:
+        config, splits = self.config, self.splits
+        tuning = splits.tuning
+        n_classes = splits.n_classes
+        out_dir.mkdir(parents=True, exist_ok=True)
+        oof = np.full((len(tuning), n_classes), np.nan, dtype=np.float32)
+        fold_scores: list[float] = []
+        epochs_run: list[int] = []
+        histories: list[list[dict[str, float]]] = []
+        started = time.perf_counter()
+        n_params: dict[str, int] = {}
+        class_weight = _class_weights(tuning.labels, n_classes, params["class_weight"])
+        for fold, (train_idx, val_idx) in enumerate(splits.folds):
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(seed + fold)
+            model = build_model(
+                params,
+                n_classes=n_classes,
+                image_size=config.data.image_size,
+                jit_compile=config.training.jit_compile,
+            )
+            n_params = count_parameters(model)
+            train_ds = make_dataset(
+                tuning.images,
+                tuning.labels,
+                train_idx,
+                n_classes=n_classes,
+                batch_size=int(params["batch_size"]),
+                training=True,
+                augment=params["augment"],
+                seed=seed + fold,
+            )
+            val_ds = make_dataset(
+                tuning.images, None, val_idx, n_classes=n_classes, batch_size=PREDICT_BATCH_SIZE
+            )
+            y_val = tuning.labels[val_idx]
+            reporter = _FoldReporter(
+                trial,
+                fold=fold,
+                stride=self.stride,
+                val_data=val_ds,
+                y_val=y_val,
+                metric=config.study.metric,
+            )
+            callbacks: list[keras.callbacks.Callback] = [reporter]
+            patience = config.training.early_stopping_patience
+            if patience:
+                callbacks.append(_BestWeights(reporter, patience))
+            model.fit(
+                train_ds,
+                epochs=int(params["epochs"]),
+                callbacks=callbacks,
+                class_weight=class_weight,
+                shuffle=False,  # the dataset reshuffles itself every epoch
+                verbose=0,
+            )
+            histories.append(reporter.history)
+            epochs_run.append(len(reporter.history))
+            if reporter.nan_loss:
+                raise TrialFailed(
+                    f"loss became NaN in fold {fold} after {len(reporter.history)} epoch(s) "
+                    f"(learning_rate={params['learning_rate']:.3g})"
+                )
+            if reporter.pruned_at is not None:
+                self._record(trial, fold_scores, epochs_run, n_params, started, histories)
+                trial.set_user_attr("pruned_at_step", reporter.pruned_at)
+                trial.set_user_attr("pruned_in_fold", fold)
+                raise optuna.TrialPruned(
+                    f"pruned at step {reporter.pruned_at} (fold {fold}, "
+                    f"epoch {reporter.pruned_at - fold * self.stride + 1})"
+                )
+            probabilities = (
+                reporter.last_probabilities
+                if reporter.last_probabilities is not None and not patience
+                else model.predict(val_ds, verbose=0)
+            )
+            score = compute_metric(config.study.metric, y_val, probabilities)
+            if not math.isfinite(score):
+                raise TrialFailed(f"{config.study.metric} is undefined on fold {fold}")
+            oof[val_idx] = probabilities
+            fold_scores.append(score)
+            _save_model(model, out_dir / f"fold_{fold}.keras")
+            logger.debug(
+                "trial %d fold %d: %s=%.4f", trial.number, fold, config.study.metric, score
+            )
+        self._record(trial, fold_scores, epochs_run, n_params, started, histories)
+        _atomic_savez(out_dir / "oof.npz", probabilities=oof, ids=tuning.ids.astype(str))
+        (out_dir / "history.json").write_text(json.dumps(histories), encoding="utf-8")
+        return float(np.mean(fold_scores))
+
+    def _record(
+        self,
+        trial: optuna.Trial,
+        fold_scores: list[float],
+        epochs_run: list[int],
+        n_params: dict[str, int],
+        started: float,
+        histories: list[list[dict[str, float]]],
+    ) -> None:
+        trial.set_user_attr("fold_scores", [round(s, 6) for s in fold_scores])
+        if fold_scores:
+            trial.set_user_attr("cv_std", float(np.std(fold_scores)))
+        trial.set_user_attr("epochs_per_fold", epochs_run)
+        trial.set_user_attr("epochs_total", int(sum(epochs_run)))
+        trial.set_user_attr("n_params", n_params.get("total", 0))
+        trial.set_user_attr("n_trainable_params", n_params.get("trainable", 0))
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Early stopping on the reporter's validation metric, restoring the best epoch's weights."""
+
+    def __init__(self, reporter: _FoldReporter, patience: int) -> None:
+        super().__init__()
+        self.reporter, self.patience = reporter, patience
+        self.best = -math.inf
+        self.best_weights: list[Any] | None = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if not self.reporter.history:
+            return
+        score = self.reporter.history[-1]["val_metric"]
+        if score > self.best:
+            self.best, self.wait = score, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+    if mode != "balanced":
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    # sklearn's "balanced": n_samples / (n_classes * count)
+    return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def _save_model(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)

@@ -1,0 +1,200 @@
+"""``automl tune``: check everything, then start or resume the study and run its trials.
+
+Order matters: the configuration (already validated when loaded), then the data and its splits,
+then the pretrained weights, and only then is anything written (study folder, storage, resolved
+configuration). Bad input therefore stops the command before a study exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.config import Config
+from automl.data import read_source
+from automl.errors import StudyError
+from automl.export import atomic_write_text
+from automl.space import WEIGHTS_IMAGENET
+from automl.splits import Splits, make_splits
+from automl.study import StudyPaths, create_or_load, finished_counts, load_config, paths_for
+
+logger = logging.getLogger(__name__)
+
+# Sections whose change would make old and new trials incomparable.
+_FROZEN_ON_RESUME = ("data",)
+_FROZEN_STUDY_KEYS = ("metric", "direction", "seed")
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``tune`` did, for the summary the CLI prints."""
+
+    study: optuna.Study
+    paths: StudyPaths
+    counts: dict[str, int]
+    ran: int
+    resumed: bool
+
+
+def prepare_splits(config: Config, *, progress: bool = False) -> Splits:
+    """Read the data exactly as every trial will see it and take the study's fixed splits."""
+    cache = paths_for(config).data_cache if config.data.cache else None
+    pool = read_source(
+        config.data.source, config.data.image_size, cache_dir=cache, progress=progress
+    )
+    test = None
+    if config.data.test is not None:
+        test = read_source(
+            config.data.test,
+            config.data.image_size,
+            cache_dir=cache,
+            progress=progress,
+            where="data.test",
+        )
+    return make_splits(
+        pool,
+        test,
+        n_folds=config.data.n_folds,
+        holdout_fraction=config.data.holdout_fraction,
+        seed=config.study.seed,
+    )
+
+
+def check_weights(config: Config) -> None:
+    """Fetch (or find cached) ImageNet weights for every backbone the space can draw."""
+    from automl.models import ensure_weights  # Keras is imported only when weights are needed
+
+    for name, sub in config.space.backbone.options.items():
+        weights = sub.get("weights")
+        choices = getattr(weights, "choices", (weights,))
+        for choice in choices:
+            if choice is not None and choice != "none":
+                if choice == WEIGHTS_IMAGENET or isinstance(choice, str):
+                    ensure_weights(name, choice, config.data.image_size)
+
+
+def check_resume(config: Config, paths: StudyPaths, splits: Splits) -> bool:
+    """True when the study folder exists; raise if its data or objective would change."""
+    if not paths.config.is_file():
+        return False
+    saved = load_config(paths.config).to_dict()
+    current = config.to_dict()
+    for section in _FROZEN_ON_RESUME:
+        if saved[section] != current[section]:
+            raise StudyError(
+                f"{paths.config}: study '{config.study.name}' exists with a different "
+                f"'{section}' section; its trials would not be comparable. Use the saved "
+                f"settings, or start a new study with --study-name NEW_NAME."
+            )
+    for key in _FROZEN_STUDY_KEYS:
+        if saved["study"][key] != current["study"][key]:
+            raise StudyError(
+                f"{paths.config}: study '{config.study.name}' exists with study.{key}="
+                f"{saved['study'][key]!r}, got {current['study'][key]!r}; keep it, or start a "
+                "new study with --study-name NEW_NAME."
+            )
+    if paths.splits.is_file():
+        splits.check_matches(paths.splits)
+    return True
+
+
+def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
+    """Validate data and environment, then start or resume the study until ``n_trials``."""
+    from automl.trial import Objective, TrialFailed, configure_device
+
+    splits = prepare_splits(config, progress=progress)
+    check_weights(config)
+    paths = paths_for(config)
+    resumed = check_resume(config, paths, splits)
+    study = create_or_load(config)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    config.save(paths.config)
+    atomic_write_text(paths.splits, json.dumps(splits.to_dict()))
+    device = configure_device(config.training.mixed_precision)
+    study.set_user_attr("device", device)
+    logger.info(
+        "Study '%s' (%s): %d tuning images in %d folds, %s hold-out images, %d classes",
+        config.study.name,
+        "resumed" if resumed else "new",
+        len(splits.tuning),
+        len(splits.folds),
+        len(splits.holdout) if splits.holdout is not None else "no",
+        splits.n_classes,
+    )
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+    done = sum(finished_counts(study)[s.name.lower()] for s in counted)
+    n_trials = config.study.n_trials
+    remaining = None if n_trials is None else max(n_trials - done, 0)
+    callbacks: list[Any] = [_log_trial]
+    if n_trials is not None:
+        # Counts trials of every worker sharing the storage, so the study stops at n_trials
+        # in total even when several processes run it.
+        callbacks.append(MaxTrialsCallback(n_trials, states=counted))
+    before = len(study.trials)
+    if remaining != 0:
+        study.optimize(
+            Objective(config, splits, paths.root),
+            n_trials=remaining,
+            timeout=config.study.timeout,
+            catch=(TrialFailed,),
+            callbacks=callbacks,
+            gc_after_trial=True,
+            show_progress_bar=progress,
+        )
+    return TuneResult(study, paths, finished_counts(study), len(study.trials) - before, resumed)
+
+
+def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    folds = trial.user_attrs.get("fold_scores", [])
+    shown = " ".join(f"{s:.3f}" for s in folds)
+    seconds = trial.user_attrs.get("train_seconds", 0.0)
+    if trial.state == TrialState.COMPLETE and trial.value is not None:
+        best = study.best_value
+        logger.info(
+            "trial %d complete: %.4f (folds %s) in %.0f s; best %.4f",
+            trial.number,
+            trial.value,
+            shown,
+            seconds,
+            best,
+        )
+    elif trial.state == TrialState.PRUNED:
+        logger.info(
+            "trial %d pruned at step %s (fold %s) after %s epochs in %.0f s",
+            trial.number,
+            trial.user_attrs.get("pruned_at_step"),
+            trial.user_attrs.get("pruned_in_fold"),
+            trial.user_attrs.get("epochs_total"),
+            seconds,
+        )
+    else:
+        logger.warning(
+            "trial %d %s: %s",
+            trial.number,
+            trial.state.name.lower(),
+            trial.user_attrs.get("fail_reason", "see the log above"),
+        )
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """Best trial's number, value, CV std and parameters, or None when none completed."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    if best.value is None or not math.isfinite(best.value):
+        return None
+    return {
+        "trial": best.number,
+        "value": best.value,
+        "cv_std": best.user_attrs.get("cv_std"),
+        "fold_scores": best.user_attrs.get("fold_scores"),
+        "params": best.params,
+    }

@@ -1,0 +1,99 @@
+"""Shared test fixtures: small layouts built in ``tmp_path`` from the real images of shared/data.
+
+The real images live beside the repository (``<repo>/../shared/data``) and are never modified:
+every helper copies or converts what it needs into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+#: Three white-blood-cell classes of ``bccd_wbc_crops`` with enough images for small fixtures.
+WBC_CLASSES = ("Eosinophil", "Lymphocyte", "Neutrophil")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real blood-cell images; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test images not found at {SHARED_DATA} (shared/data beside the repo)")
+    return SHARED_DATA
+
+
+def wbc_crops(
+    shared_data: Path, per_class: int = 6, classes: Sequence[str] = WBC_CLASSES
+) -> dict[str, list[Path]]:
+    """The first ``per_class`` JPEGs of each class of ``bccd_wbc_crops`` (sorted by name)."""
+    root = shared_data / "bccd_wbc_crops" / "BCCD_cropped"
+    return {name: sorted((root / name).glob("*.jpg"))[:per_class] for name in classes}
+
+
+def make_folder_layout(shared_data: Path, dest: Path, per_class: int = 6) -> Path:
+    """Copy real crops into ``dest/<Class>/*.jpg``; return ``dest``."""
+    for name, files in wbc_crops(shared_data, per_class).items():
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            shutil.copy2(file, dest / name / file.name)
+    return dest
+
+
+def make_csv_layout(
+    shared_data: Path, dest: Path, per_class: int = 6, extension: str = ".tif"
+) -> tuple[Path, Path]:
+    """Convert real crops to ``dest/images/<id><extension>`` plus ``dest/labels.csv``.
+
+    The CSV has columns ``id``, ``label`` and ``group`` (pairs of consecutive rows share a group).
+
+    Returns:
+        The image folder and the CSV file.
+    """
+    images = dest / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, str]] = []
+    for name, files in wbc_crops(shared_data, per_class).items():
+        for file in files:
+            with Image.open(file) as image:
+                image.save(images / f"{file.stem}{extension}")
+            rows.append({"id": file.stem, "label": name, "group": f"g{len(rows) // 2}"})
+    csv_path = dest / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv_path, index=False)
+    return images, csv_path
+
+
+def real_image_array(
+    shared_data: Path, size: int, per_class: int = 6
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real crops resized to ``size`` x ``size``: ``(n, size, size, 3)`` uint8, ``(n,)`` labels."""
+    images, labels = [], []
+    for label, files in enumerate(wbc_crops(shared_data, per_class).values()):
+        for file in files:
+            with Image.open(file) as image:
+                images.append(np.asarray(image.convert("RGB").resize((size, size))))
+            labels.append(label)
+    return np.stack(images), np.array(labels, dtype=np.uint8)
+
+
+def make_medmnist_npz(shared_data: Path, path: Path, size: int = 28, per_class: int = 6) -> Path:
+    """Write a MedMNIST-layout ``.npz`` of real crops: ``train_``/``val_``/``test_`` arrays.
+
+    Labels have MedMNIST's ``(n, 1)`` shape. Image ``i`` goes to train, val or test for
+    ``i % 3`` = 0, 1 or 2, so with 6 images per class every split holds 2 of each class.
+    """
+    images, labels = real_image_array(shared_data, size, per_class)
+    split_of = np.arange(len(images)) % 3
+    arrays = {}
+    for index, split in enumerate(("train", "val", "test")):
+        arrays[f"{split}_images"] = images[split_of == index]
+        arrays[f"{split}_labels"] = labels[split_of == index].reshape(-1, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
