@@ -1,3 +1,59 @@
-"""automl: Optuna-driven AutoML for Keras image classifiers."""
+"""automl: Optuna-driven AutoML for Keras image classifiers.
+
+The Python API mirrors the command line::
+
+    config = automl.load_config("search_spaces/quickstart.yaml")
+    result = automl.run_tune(config)                 # start or resume the study
+    manifest = automl.run_ensemble(config, result.study)
+    automl.run_predict(config, Path("new_images/"), Path("predictions.csv"))
+
+TensorFlow is imported only by the functions that train or predict.
+"""
+
+from automl.config import Config, config_from_dict, load_config
+from automl.errors import (
+    AutoMLError,
+    ConfigError,
+    DataError,
+    DownloadError,
+    SpaceError,
+    StudyError,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AutoMLError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "DownloadError",
+    "SpaceError",
+    "StudyError",
+    "config_from_dict",
+    "load_config",
+    "load_study",
+    "run_ensemble",
+    "run_predict",
+    "run_tune",
+]
+
+
+def __getattr__(name: str):  # lazy: keep `import automl` free of TensorFlow
+    if name == "run_tune":
+        from automl.tune import run_tune
+
+        return run_tune
+    if name == "run_ensemble":
+        from automl.ensemble import run_ensemble
+
+        return run_ensemble
+    if name == "run_predict":
+        from automl.predict import run_predict
+
+        return run_predict
+    if name == "load_study":
+        from automl.study import load_study
+
+        return load_study
+    raise AttributeError(f"module 'automl' has no attribute {name!r}")

@@ -44,6 +44,7 @@ PRUNERS: dict[str, str] = {
     "percentile": "PercentilePruner",
     "hyperband": "HyperbandPruner",
     "successive_halving": "SuccessiveHalvingPruner",
+    "threshold": "ThresholdPruner",
     "none": "NopPruner",
 }
 VOTES = ("majority", "soft")

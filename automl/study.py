@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,9 @@ def create_or_load(config: Config) -> optuna.Study:
         load_if_exists=True,
     )
     if n_existing == 0:
-        study.set_metric_names([config.study.metric])
+        with warnings.catch_warnings():  # set_metric_names is still marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([config.study.metric])
         study.set_user_attr("automl_config", str(paths_for(config).config))
         for params in config.study.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)

@@ -103,6 +103,11 @@ class _FoldReporter(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         probabilities = self.model.predict(self.val_data, verbose=0)
+        if not np.isfinite(probabilities).all():
+            # Diverged weights: Keras clips the loss, so NaN can show in the outputs alone.
+            self.nan_loss = True
+            self.model.stop_training = True
+            return
         self.last_probabilities = probabilities
         score = compute_metric(self.metric, self.y_val, probabilities)
         self.history.append(

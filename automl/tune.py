@@ -44,8 +44,13 @@ class TuneResult:
 
 
 def prepare_splits(config: Config, *, progress: bool = False) -> Splits:
-    """Read the data exactly as every trial will see it and take the study's fixed splits."""
-    cache = paths_for(config).data_cache if config.data.cache else None
+    """Read the data exactly as every trial will see it and take the study's fixed splits.
+
+    The decoded-image cache is used only once the study folder exists, so that a command
+    stopped by bad input (or ``validate``) leaves nothing on disk.
+    """
+    paths = paths_for(config)
+    cache = paths.data_cache if config.data.cache and paths.root.is_dir() else None
     pool = read_source(
         config.data.source, config.data.image_size, cache_dir=cache, progress=progress
     )

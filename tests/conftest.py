@@ -97,3 +97,49 @@ def make_medmnist_npz(shared_data: Path, path: Path, size: int = 28, per_class: 
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def write_study_yaml(
+    path: Path,
+    data_root: Path,
+    studies_dir: Path,
+    *,
+    name: str = "cells",
+    n_trials: int = 2,
+    epochs: str = "2",
+    pruner: str = "{name: none}",
+    extra_space: str = "",
+) -> Path:
+    """A tiny real-image study: custom CNN on a class-folder tree, 2 folds, 32 px."""
+    path.write_text(
+        f"""
+study:
+  name: {name}
+  n_trials: {n_trials}
+  seed: 7
+  sampler: {{name: random}}
+  pruner: {pruner}
+  studies_dir: {studies_dir}
+data:
+  format: folder
+  path: {data_root}
+  image_size: 32
+  n_folds: 2
+  holdout_fraction: 0.25
+space:
+  backbone:
+    name: custom_cnn
+    blocks: 2
+    filters: {{type: categorical, choices: [4, 8]}}
+    batchnorm: false
+  head: {{layers: 0}}
+  learning_rate: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
+  batch_size: 8
+  epochs: {epochs}
+{extra_space}
+ensemble:
+  top_k: 2
+""",
+        encoding="utf-8",
+    )
+    return path

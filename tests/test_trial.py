@@ -1,0 +1,112 @@
+"""The k-fold objective on real crops: step numbering, pruning inside fold 0, saved outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import make_folder_layout, write_study_yaml
+
+from automl.config import load_config
+from automl.study import create_or_load, paths_for
+from automl.trial import Objective, TrialFailed, trial_seed
+from automl.tune import prepare_splits
+
+
+@pytest.fixture(scope="module")
+def data_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder_layout(shared_data, tmp_path_factory.mktemp("cells"), per_class=8)
+
+
+def _setup(tmp_path: Path, data_root: Path, **kwargs):
+    config = load_config(
+        write_study_yaml(tmp_path / "s.yaml", data_root, tmp_path / "studies", **kwargs)
+    )
+    splits = prepare_splits(config)
+    study = create_or_load(config)
+    return config, splits, study, Objective(config, splits, paths_for(config).root)
+
+
+def test_steps_are_unique_per_fold_epoch_and_use_the_max_epochs_stride(
+    tmp_path: Path, data_root: Path
+) -> None:
+    # epochs is searched up to 3, so fold k reports at steps 3k, 3k+1, ... in every trial.
+    config, splits, study, objective = _setup(
+        tmp_path, data_root, n_trials=1, epochs="{type: int, low: 2, high: 3}"
+    )
+    study.enqueue_trial({"epochs": 2})
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [0, 1, 3, 4]
+    fold_scores = trial.user_attrs["fold_scores"]
+    assert len(fold_scores) == 2
+    assert trial.value == pytest.approx(np.mean(fold_scores), abs=1e-5)
+    assert trial.user_attrs["epochs_per_fold"] == [2, 2]
+    assert trial.user_attrs["n_params"] > 0
+    # The last report of each fold is that fold's final score.
+    assert trial.intermediate_values[1] == pytest.approx(fold_scores[0], abs=1e-5)
+    assert trial.intermediate_values[4] == pytest.approx(fold_scores[1], abs=1e-5)
+
+
+def test_outputs_cover_the_tuning_set_and_never_the_holdout(
+    tmp_path: Path, data_root: Path
+) -> None:
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=1)
+    study.optimize(objective, n_trials=1)
+    folder = Path(study.trials[0].user_attrs["trial_dir"])
+    assert sorted(p.name for p in folder.glob("*.keras")) == ["fold_0.keras", "fold_1.keras"]
+    with np.load(folder / "oof.npz") as oof:
+        ids = set(oof["ids"].tolist())
+        probabilities = oof["probabilities"]
+    assert ids == set(splits.tuning.ids.tolist())
+    assert splits.holdout is not None and ids.isdisjoint(splits.holdout.ids.tolist())
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)  # every sample scored once
+    history = json.loads((folder / "history.json").read_text())
+    assert [len(h) for h in history] == [2, 2]
+    assert {"loss", "val_loss", "val_metric"} <= set(history[0][0])
+
+
+def test_a_clearly_bad_trial_is_pruned_inside_its_first_fold(
+    tmp_path: Path, data_root: Path
+) -> None:
+    # No accuracy can reach 1.01, so the threshold pruner stops the trial at its first report.
+    config, splits, study, objective = _setup(
+        tmp_path, data_root, n_trials=1, pruner="{name: threshold, lower: 1.01}"
+    )
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["pruned_at_step"] == 0
+    assert trial.user_attrs["pruned_in_fold"] == 0
+    assert list(trial.intermediate_values) == [0]
+    assert not Path(trial.user_attrs["trial_dir"]).exists()  # pruned trials leave no models
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on(tmp_path: Path, data_root: Path) -> None:
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=2)
+    study.enqueue_trial({"learning_rate": 1.0e-2})
+    original = objective.config.space.suggest
+
+    def explode(trial):  # an absurd learning rate for the first trial only
+        params = original(trial)
+        if trial.number == 0:
+            params["learning_rate"] = 1.0e36
+            params["optimizer"] = {"name": "sgd", "momentum": 0.99, "nesterov": False}
+        return params
+
+    object.__setattr__(objective.config.space, "suggest", explode)
+    study.optimize(objective, n_trials=2, catch=(TrialFailed,))
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert "NaN" in study.trials[0].user_attrs["fail_reason"]
+    assert states[1] == optuna.trial.TrialState.COMPLETE
+
+
+def test_trial_seeds_are_derived_and_distinct() -> None:
+    seeds = {trial_seed(42, n) for n in range(1000)}
+    assert len(seeds) == 1000
+    assert trial_seed(42, 3) == trial_seed(42, 3) != trial_seed(43, 3)
