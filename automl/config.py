@@ -30,7 +30,7 @@ import yaml
 from automl.errors import ConfigError
 from automl.metrics import METRICS, metric_direction
 from automl.sources import BLOODMNIST_SIZES, MEDMNIST_SPLITS, SOURCE_FORMATS, DataSource
-from automl.space import SearchSpace, parse_space
+from automl.space import SearchSpace, parse_space, yaml_number_hint
 
 SAMPLERS: dict[str, str] = {
     "tpe": "TPESampler",
@@ -518,7 +518,10 @@ def grid_search_space(space: SearchSpace, *, source: str = "<config>") -> dict[s
             grid[name] = list(dist.choices)
         elif dist.step is not None and not dist.log:
             count = int(round((dist.high - dist.low) / dist.step)) + 1
-            grid[name] = [dist.low + i * dist.step for i in range(count)]
+            # round(): low + i*step drifts (0.1*3 = 0.30000000000000004 > high=0.3).
+            grid[name] = [
+                min(dist.high, round(dist.low + i * dist.step, 12)) for i in range(count)
+            ]
         else:
             raise ConfigError(
                 f"{source}: study.sampler is grid but space parameter {name} is {dist}; "
@@ -583,15 +586,9 @@ def _int(
 
 def _number(source: str, key: str, value: Any, *, low: float, exclusive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = ""
-        if isinstance(value, str):
-            try:
-                float(value)
-                hint = " YAML reads numbers like 1e-5 without a dot as text; write 1.0e-5."
-            except ValueError:
-                pass
         raise ConfigError(
-            f"{source}: {key} must be a number, got {value!r} ({type(value).__name__}).{hint}"
+            f"{source}: {key} must be a number, got {value!r} ({type(value).__name__})."
+            + yaml_number_hint(value)
         )
     if value < low or (exclusive and value == low):
         raise ConfigError(

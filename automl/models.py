@@ -64,8 +64,11 @@ def build_model(
         features = _custom_cnn(inputs, spec)
     else:
         x = _preprocess(inputs, entry)
-        backbone = _application(entry, spec.get("weights", WEIGHTS_IMAGENET), image_size)
-        _set_trainable(backbone, int(spec.get("unfrozen_layers", -1)))
+        weights = spec.get("weights", WEIGHTS_IMAGENET)
+        backbone = _application(entry, weights, image_size)
+        # A randomly initialised backbone has nothing worth freezing.
+        unfrozen = -1 if weights == WEIGHTS_NONE else int(spec.get("unfrozen_layers", -1))
+        _set_trainable(backbone, unfrozen)
         features = backbone(x)
     x = features
     for i, layer in enumerate(params["head"]["layers"]):

@@ -28,7 +28,9 @@ This module imports no TensorFlow.
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,7 +340,27 @@ def parse_space(
                     f"'{name}' needs data.image_size >= {entry.min_image_size}, got "
                     f"{image_size}; raise data.image_size or use custom_cnn.",
                 )
+    raw = copy.deepcopy(raw)
+    if "backbone" in raw:
+        raw["backbone"] = _absolute_weights(raw["backbone"])
     return SearchSpace(top, augment, head, backbone, optimizer, raw)
+
+
+def _absolute_weights(node: Any, under_weights: bool = False) -> Any:
+    """Copy of a raw backbone section with weights file paths made absolute.
+
+    The saved configuration must work from any directory, so relative paths cannot stay.
+    """
+    if isinstance(node, dict):
+        return {
+            k: v if k == "type" else _absolute_weights(v, under_weights or k == "weights")
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_absolute_weights(v, under_weights) for v in node]
+    if under_weights and isinstance(node, str) and node not in (WEIGHTS_IMAGENET, WEIGHTS_NONE):
+        return str(Path(node).expanduser().resolve())
+    return node
 
 
 def _backbone_leaves(name: str) -> dict[str, Leaf] | None:
@@ -507,18 +529,26 @@ def _parse_node(where: _Where, key: str, raw: Any, leaf: Leaf) -> Node:
         raise where.error(key, f"is not a valid {kind} distribution: {exc}") from exc
 
 
+def yaml_number_hint(raw: Any) -> str:
+    """How to fix a number that YAML read as text (``1e-5``: PyYAML wants a dot), or ``""``."""
+    if not isinstance(raw, str):
+        return ""
+    match = re.fullmatch(r"\s*([-+]?\d+)([eE][-+]?\d+)\s*", raw)
+    if match:
+        return (
+            f" YAML reads {raw} without a dot as text; write it with a dot: "
+            f"{match[1]}.0{match[2]}."
+        )
+    try:
+        float(raw)
+    except ValueError:
+        return ""
+    return " It is quoted, so YAML reads it as text; remove the quotes."
+
+
 def _number(where: _Where, key: str, raw: Any, kind: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        hint = ""
-        if isinstance(raw, str):
-            try:
-                float(raw)
-                hint = (
-                    f" YAML reads {raw} without a dot as text; write it with a dot, e.g. 1.0e-5."
-                )
-            except ValueError:
-                pass
-        raise where.error(key, f"must be a number, got {_show(raw)}.{hint}")
+        raise where.error(key, f"must be a number, got {_show(raw)}.{yaml_number_hint(raw)}")
     if kind == "int" and not float(raw).is_integer():
         raise where.error(key, f"must be an integer, got {_show(raw)}.")
     if isinstance(raw, float) and not math.isfinite(raw):

@@ -1,0 +1,105 @@
+"""Model building: backbones, unfrozen-layer meaning, preprocessing, weights routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from conftest import real_image_array
+
+from automl.config import config_from_dict
+from automl.models import WeightsUnavailableError, build_model, ensure_weights
+
+
+def _params(backbone: dict, **extra) -> dict:
+    space = {"backbone": backbone, "head": {"layers": 1, "units": 16}, **extra}
+    config = config_from_dict(
+        {"data": {"format": "digits", "image_size": 32}, "space": space}, default_name="m"
+    )
+    return config.space.suggest(optuna.trial.FixedTrial({}))
+
+
+def _backbone_of(model: keras.Model) -> keras.Model:
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+@pytest.mark.parametrize("unfrozen", [0, 5, 20])
+def test_unfrozen_layers_counts_weighted_layers_from_the_top_and_keeps_batchnorm_frozen(
+    unfrozen: int,
+) -> None:
+    params = _params({"name": "mobilenetv3_small", "weights": "none"})
+    params["backbone"]["unfrozen_layers"] = unfrozen  # ignored: weights none trains it all
+    model = build_model(params, n_classes=3, image_size=32)
+    # weights: none trains the whole backbone except BatchNorm
+    backbone = _backbone_of(model)
+    assert all(
+        layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
+        for layer in backbone.layers
+        if layer.weights
+    )
+
+    from automl import models
+
+    models._set_trainable(backbone, unfrozen)
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    trainable = [layer for layer in weighted if layer.trainable]
+    top = weighted[len(weighted) - unfrozen :] if unfrozen else []
+    assert trainable == [
+        layer for layer in top if not isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def test_caffe_preprocessing_matches_keras_preprocess_input(shared_data: Path) -> None:
+    images, _ = real_image_array(shared_data, 32, per_class=1)
+    params = _params({"name": "vgg16", "weights": "none"})
+    model = build_model(params, n_classes=3, image_size=32)
+    layer = model.get_layer("caffe_preprocess")
+    ours = keras.Model(model.input, layer.output)(images.astype("float32"))
+    expected = keras.applications.vgg16.preprocess_input(images.astype("float32"))
+    np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-3)
+    assert not layer.trainable
+
+
+def test_a_local_weights_file_loads_without_download(tmp_path: Path, shared_data: Path) -> None:
+    source = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    )
+    path = tmp_path / "mobilenet.weights.h5"
+    source.save_weights(path)
+    params = _params({"name": "mobilenetv3_small", "weights": str(path), "unfrozen_layers": 3})
+    model = build_model(params, n_classes=3, image_size=32)
+    loaded = _backbone_of(model)
+    for a, b in zip(source.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    images, _ = real_image_array(shared_data, 32, per_class=2)
+    probabilities = model.predict(images.astype("float32"), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_imagenet_weights_offline_fail_with_the_manual_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI and development machines reach package registries only, so Keras' download fails.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match=r"convnext_tiny_notop\.h5.*weights: none"):
+        ensure_weights("convnext_tiny", "imagenet", 32)
+
+
+def test_optimizers_take_their_own_parameters() -> None:
+    for name, options in {
+        "sgd": {"momentum": 0.8, "nesterov": True},
+        "lion": {"weight_decay": 0.0},
+        "adamw": {"weight_decay": 0.01},
+        "rmsprop": {"rho": 0.8},
+    }.items():
+        params = _params(
+            {"name": "custom_cnn", "blocks": 2, "filters": 4},
+            optimizer={"name": name, **options},
+            learning_rate=0.005,
+        )
+        model = build_model(params, n_classes=3, image_size=32)
+        assert type(model.optimizer).__name__.lower() == name
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
