@@ -60,7 +60,6 @@ def _setup_logging(level: int) -> None:
     logger = logging.getLogger("automl")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
-    logger.propagate = False
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # TensorFlow's retracing notices (one per loaded fold model) are noise for users.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 # ImageNet channel means in BGR order, as keras.applications' "caffe" preprocess_input uses.
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
 
+# Keras' default 0.99 needs hundreds of steps before the moving statistics match the weights;
+# small medical sets give a few dozen steps per epoch, and validation scores swing wildly.
+_BN_MOMENTUM = 0.9
+
 _OPTIMIZERS = {
     "adam": "Adam",
     "adamw": "AdamW",
@@ -74,7 +78,7 @@ def build_model(
     for i, layer in enumerate(params["head"]["layers"]):
         x = keras.layers.Dense(int(layer["units"]), name=f"head_dense_{i}")(x)
         if params["head"]["batchnorm"]:
-            x = keras.layers.BatchNormalization(name=f"head_bn_{i}")(x)
+            x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"head_bn_{i}")(x)
         x = keras.layers.Activation("relu", name=f"head_relu_{i}")(x)
         if layer["dropout"] > 0:
             x = keras.layers.Dropout(float(layer["dropout"]), name=f"head_dropout_{i}")(x)
@@ -192,7 +196,7 @@ def _custom_cnn(inputs: Any, spec: dict[str, Any]) -> Any:
             name=f"conv_{block}",
         )(x)
         if spec["batchnorm"]:
-            x = keras.layers.BatchNormalization(name=f"bn_{block}")(x)
+            x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"bn_{block}")(x)
         x = keras.layers.Activation("relu", name=f"relu_{block}")(x)
         x = keras.layers.MaxPooling2D(name=f"pool_{block}")(x)
         if spec["dropout"] > 0:

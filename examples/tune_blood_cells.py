@@ -16,17 +16,27 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+import optuna
+
 import automl
 
 CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 
-def subset(source: Path, dest: Path, per_class: int) -> Path:
-    """Copy the first ``per_class`` images of each class (sorted by name) into ``dest``."""
+def subset(source: Path, dest: Path, per_class: int, seed: int = 0) -> Path:
+    """Copy ``per_class`` randomly drawn images of each class into ``dest``.
+
+    Random, not the first by name: consecutive names are augmented copies of the same few
+    cells, and a model trained on a handful of cells cannot generalise.
+    """
+    rng = np.random.default_rng(seed)
     for name in CLASSES:
         (dest / name).mkdir(parents=True, exist_ok=True)
-        for file in sorted((source / name).glob("*.jpg"))[:per_class]:
-            shutil.copy2(file, dest / name / file.name)
+        files = sorted((source / name).glob("*.jpg"))
+        picked = rng.choice(len(files), size=min(per_class, len(files)), replace=False)
+        for index in sorted(picked):
+            shutil.copy2(files[index], dest / name / files[index].name)
     return dest
 
 
@@ -39,6 +49,7 @@ def main() -> int:
     parser.add_argument("--n-trials", type=int, default=12)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # automl logs one line per trial
 
     images = args.dataset / "images"
     train = subset(images / "TRAIN", args.work / "train", args.per_class)
@@ -76,7 +87,7 @@ def main() -> int:
                 "optimizer": {"type": "categorical", "choices": ["adam", "lion"]},
                 "learning_rate": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
                 "batch_size": 32,
-                "epochs": 8,
+                "epochs": 12,
                 "augment": {"flip": "horizontal_and_vertical"},
             },
             "ensemble": {"top_k": 5, "vote": "majority"},

@@ -24,6 +24,7 @@ def _invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_tune_ensemble_predict_show(tmp_path: Path, data_root: Path, shared_data: Path) -> None:
     studies = tmp_path / "studies"
     space = write_study_yaml(tmp_path / "cells.yaml", data_root, studies, n_trials=2)
