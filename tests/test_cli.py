@@ -180,3 +180,60 @@ def test_unknown_study_names_the_known_ones(tmp_path: Path) -> None:
     result = _invoke("show", "--study", "nope", "--studies-dir", str(tmp_path))
     assert result.exit_code == 2
     assert "--study nope: no study at" in result.stderr
+
+
+def test_storage_url_and_dashboard_serve_the_study(tmp_path: Path, data_root: Path) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    studies = tmp_path / "studies"
+    space = write_study_yaml(tmp_path / "cells.yaml", data_root, studies, n_trials=1, epochs="1")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tuned = _invoke("tune", "--space", str(space), "--no-progress", "--storage", url)
+    assert tuned.exit_code == 0, tuned.output
+    assert (tmp_path / "optuna.db").is_file() and not (
+        studies / "cells" / "study.journal"
+    ).exists()
+
+    with socket.socket() as probe:  # a free port on the loopback interface
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "automl.cli",
+            "dashboard",
+            "--study",
+            "cells",
+            "--studies-dir",
+            str(studies),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        studies_json = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/studies", timeout=2
+                ) as r:
+                    studies_json = json.load(r)
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies_json is not None, "the dashboard did not answer"
+        names = [s["study_name"] for s in studies_json["study_summaries"]]
+        assert names == ["cells"]
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=10)
+    assert f"http://127.0.0.1:{port}/dashboard" in out
