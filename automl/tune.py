@@ -17,13 +17,13 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.config import Config
+from automl.config import Config, load_config
 from automl.data import read_source
 from automl.errors import StudyError
 from automl.export import atomic_write_text
-from automl.space import WEIGHTS_IMAGENET
+from automl.space import WEIGHTS_NONE
 from automl.splits import Splits, make_splits
-from automl.study import StudyPaths, create_or_load, finished_counts, load_config, paths_for
+from automl.study import StudyPaths, create_or_load, finished_counts, paths_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,12 @@ def check_weights(config: Config) -> None:
     from automl.models import ensure_weights  # Keras is imported only when weights are needed
 
     for name, sub in config.space.backbone.options.items():
-        weights = sub.get("weights")
-        choices = getattr(weights, "choices", (weights,))
-        for choice in choices:
-            if choice is not None and choice != "none":
-                if choice == WEIGHTS_IMAGENET or isinstance(choice, str):
-                    ensure_weights(name, choice, config.data.image_size)
+        if "weights" not in sub:  # the custom CNN has no pretrained weights
+            continue
+        # A fixed value or the choices of a categorical distribution.
+        for choice in getattr(sub["weights"], "choices", (sub["weights"],)):
+            if choice != WEIGHTS_NONE:
+                ensure_weights(name, choice, config.data.image_size)
 
 
 def check_resume(config: Config, paths: StudyPaths, splits: Splits) -> bool:
