@@ -118,8 +118,8 @@ def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
     check_weights(config)
     paths = paths_for(config)
     resumed = check_resume(config, paths, splits)
+    _check_writable(paths)
     study = create_or_load(config)
-    paths.root.mkdir(parents=True, exist_ok=True)
     config.save(paths.config)
     atomic_write_text(paths.splits, json.dumps(splits.to_dict()))
     device = configure_device(config.training.mixed_precision)
@@ -154,6 +154,19 @@ def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
             show_progress_bar=progress,
         )
     return TuneResult(study, paths, finished_counts(study), len(study.trials) - before, resumed)
+
+
+def _check_writable(paths: StudyPaths) -> None:
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / ".write-test"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise StudyError(
+            f"study.studies_dir: cannot write the study folder {paths.root} "
+            f"({exc.strerror or exc}); choose a writable folder with --studies-dir."
+        ) from exc
 
 
 def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:

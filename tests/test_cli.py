@@ -237,3 +237,13 @@ def test_storage_url_and_dashboard_serve_the_study(tmp_path: Path, data_root: Pa
         server.terminate()
         out, _ = server.communicate(timeout=10)
     assert f"http://127.0.0.1:{port}/dashboard" in out
+
+
+def test_unwritable_studies_dir_is_a_one_line_error(tmp_path: Path, data_root: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the studies folder should be")
+    space = write_study_yaml(tmp_path / "cells.yaml", data_root, blocker / "studies")
+    result = _invoke("tune", "--space", str(space), "--no-progress")
+    assert result.exit_code == 2
+    assert "cannot write the study folder" in result.stderr
+    assert "--studies-dir" in result.stderr
