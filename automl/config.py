@@ -114,6 +114,7 @@ class EnsembleConfig:
     top_k: int = 5
     vote: str = "majority"
     positive_class: str | None = None
+    target_recall: float | None = None  # binary: pick the decision threshold out-of-fold
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class Config:
                 "top_k": self.ensemble.top_k,
                 "vote": self.ensemble.vote,
                 "positive_class": self.ensemble.positive_class,
+                "target_recall": self.ensemble.target_recall,
             },
         }
 
@@ -480,13 +482,21 @@ def _parse_training(source: str, raw: dict[str, Any]) -> TrainingConfig:
 
 
 def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:
-    _unknown(source, "ensemble.", raw, ("top_k", "vote", "positive_class"))
+    _unknown(source, "ensemble.", raw, ("top_k", "vote", "positive_class", "target_recall"))
     top_k = _int(source, "ensemble.top_k", raw.get("top_k", 5), low=1)
     vote = _choice(source, "ensemble.vote", raw.get("vote", "majority"), VOTES)
     positive = raw.get("positive_class")
     if positive is not None:
         positive = str(positive)
-    return EnsembleConfig(top_k, vote, positive)
+    target = raw.get("target_recall")
+    if target is not None:
+        target = _number(source, "ensemble.target_recall", target, low=0.0, exclusive=True)
+        if target > 1:
+            raise ConfigError(
+                f"{source}: ensemble.target_recall must be in (0, 1], got {target:g}; "
+                "e.g. 0.95 to find 95% of the positive class."
+            )
+    return EnsembleConfig(top_k, vote, positive, target)
 
 
 def _check_enqueue(source: str, enqueue: tuple[dict[str, Any], ...], space: SearchSpace) -> None:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from automl.data import list_image_files, read_images
 from automl.ensemble import load_manifest
 from automl.errors import DataError
 from automl.export import kaggle_frame, predictions_frame, write_frame_csv
+from automl.thresholds import apply_threshold
 from automl.voting import Vote, vote
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,26 @@ class Prediction:
     n_models: int
     class_counts: dict[str, int]
     skipped: tuple[str, ...]
+    threshold: dict[str, Any] | None = None
+
+
+def _with_threshold(
+    result: Vote, probabilities: np.ndarray, names: list[str], chosen: dict[str, Any]
+) -> Vote:
+    if len(names) != 2:
+        raise DataError(
+            f"a decision threshold needs a binary task; this one has {len(names)} classes."
+        )
+    if chosen["positive_class"] not in names:
+        raise DataError(
+            f"positive class must be one of {names}, got {chosen['positive_class']!r}."
+        )
+    index = names.index(chosen["positive_class"])
+    labels = apply_threshold(result.probabilities[:, index], float(chosen["threshold"]), index)
+    votes = (probabilities.argmax(axis=-1) == labels[None, :]).sum(axis=0)
+    return Vote(
+        labels=labels, probabilities=result.probabilities, votes=votes, n_models=result.n_models
+    )
 
 
 def image_ids(paths: Sequence[Path], root: Path) -> list[str]:
@@ -48,9 +70,16 @@ def run_predict(
     tta: bool = False,
     skip_unreadable: bool = False,
     positive_class: str | None = None,
+    threshold: float | None = None,
+    use_threshold: bool = True,
     progress: bool = False,
 ) -> Prediction:
-    """Predict every image under ``input_path`` with the study's ensemble and write ``out``."""
+    """Predict every image under ``input_path`` with the study's ensemble and write ``out``.
+
+    Binary tasks whose ensemble chose a decision threshold (``ensemble.target_recall``) label an
+    image positive when its mean positive probability reaches that threshold, unless
+    ``use_threshold`` is False; ``threshold`` sets one by hand.
+    """
     from automl.inference import predict_probabilities
 
     if output_format not in FORMATS:
@@ -81,6 +110,16 @@ def run_predict(
     probabilities = predict_probabilities(models, images, tta=tta, progress=progress)
     result: Vote = vote(probabilities, manifest["vote"])
     names = manifest["class_names"]
+    chosen = (
+        manifest.get("threshold")
+        if threshold is None
+        else {
+            "threshold": threshold,
+            "positive_class": positive_class or config.ensemble.positive_class or names[-1],
+        }
+    )
+    if chosen is not None and use_threshold:
+        result = _with_threshold(result, probabilities, names, chosen)
     if output_format == "kaggle":
         frame = kaggle_frame(ids, names, result, positive_class or config.ensemble.positive_class)
     else:
@@ -88,6 +127,7 @@ def run_predict(
     write_frame_csv(out, frame)
     counts = np.bincount(result.labels, minlength=len(names))
     return Prediction(
+        threshold=None if chosen is None or not use_threshold else chosen,
         out=out,
         n_images=len(ids),
         n_models=len(models),
