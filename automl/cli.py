@@ -119,13 +119,21 @@ def tune(
     ] = None,
     overrides: SetOption = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Worker processes, one fresh process per trial."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option("--gpus", help="One worker per listed GPU id, pinned to it: 0,1,2,3."),
+    ] = None,
 ) -> None:
     """Start or resume a study: k-fold trials with pruning, then a summary."""
     from automl.tune import best_summary, run_tune
 
     items = _tune_overrides(overrides, study_name, storage, n_trials, timeout, seed, studies_dir)
     config = _run(lambda: load_config(space, items))
-    result = _run(lambda: run_tune(config, progress=progress))
+    result = _run(lambda: run_tune(config, progress=progress, workers=workers, gpus=gpus))
     from automl.study import storage_url_for_display
 
     counts = result.counts
@@ -253,6 +261,9 @@ def ensemble(
     studies_dir: StudiesDirOption = Path("studies"),
     top: Annotated[int | None, typer.Option("--top", help="Trials in the ensemble.")] = None,
     vote: Annotated[str | None, typer.Option(help="majority or soft.")] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also score test-time augmentation (flips).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Majority vote of the top trials' fold models, scored on the hold-out."""
@@ -264,7 +275,9 @@ def ensemble(
         typer.echo(f"error: --vote must be majority or soft, got {vote!r}.", err=True)
         raise typer.Exit(2)
     manifest = _run(
-        lambda: run_ensemble(config, optuna_study, top_k=top, vote_method=vote, progress=progress)
+        lambda: run_ensemble(
+            config, optuna_study, top_k=top, vote_method=vote, tta=tta, progress=progress
+        )
     )
     members = ", ".join(f"#{m['trial']} ({m['cv_value']:.4f})" for m in manifest["members"])
     typer.echo(
@@ -287,6 +300,23 @@ def ensemble(
             f"  {'best trial #' + str(s['trial']):<22}{s['accuracy']:>10.4f}"
             f"{s['balanced_accuracy']:>10.4f}{s['macro_f1']:>10.4f}"
         )
+        t = holdout.get("ensemble_tta")
+        if t:
+            typer.echo(
+                f"  {'ensemble + TTA (flips)':<22}{t['accuracy']:>10.4f}"
+                f"{t['balanced_accuracy']:>10.4f}{t['macro_f1']:>10.4f}"
+            )
+    chosen = manifest.get("threshold")
+    if chosen:
+        line = (
+            f"threshold: '{chosen['positive_class']}' at p >= {chosen['threshold']:.4f} for "
+            f"recall {chosen['target_recall']:g}: out-of-fold recall {chosen['recall']:.4f}, "
+            f"precision {chosen['precision']:.4f}"
+        )
+        at = (holdout or {}).get("at_threshold")
+        if at:
+            line += f"; hold-out recall {at['recall']:.4f}, precision {at['precision']:.4f}"
+        typer.echo(line)
     out = paths_for(config).ensemble
     typer.echo(
         f"saved:    {out / 'ensemble.json'}"
@@ -306,8 +336,15 @@ def predict(
         bool, typer.Option("--skip-unreadable", help="Skip unreadable images with a warning.")
     ] = False,
     positive_class: Annotated[
-        str | None, typer.Option(help="Binary Kaggle files: class whose probability is written.")
+        str | None, typer.Option(help="Binary tasks: the positive class.")
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Binary: label positive at p >= this (default: the ensemble's)."),
+    ] = None,
+    use_threshold: Annotated[
+        bool, typer.Option("--use-threshold/--no-threshold", help="Apply a decision threshold.")
+    ] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Predict images with the study's ensemble: CSV with probabilities, or a Kaggle file."""
@@ -323,6 +360,8 @@ def predict(
             tta=tta,
             skip_unreadable=skip_unreadable,
             positive_class=positive_class,
+            threshold=threshold,
+            use_threshold=use_threshold,
             progress=progress,
         )
     )
@@ -330,6 +369,11 @@ def predict(
         f"predicted {result.n_images} images with {result.n_models} models "
         f"({'with' if tta else 'no'} TTA): {result.class_counts}"
     )
+    if result.threshold is not None:
+        typer.echo(
+            f"threshold: '{result.threshold['positive_class']}' at p >= "
+            f"{float(result.threshold['threshold']):.4f}"
+        )
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files", err=True)
     typer.echo(f"saved:    {result.out.resolve()} ({output_format})")
@@ -342,10 +386,11 @@ def dashboard(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
 ) -> None:
-    """Serve optuna-dashboard on the study's own storage."""
+    """Serve optuna-dashboard on the study's own storage and artifacts (trial pictures)."""
     import optuna_dashboard
 
-    from automl.study import open_storage
+    from automl.artifacts import artifact_store
+    from automl.study import artifacts_root, open_storage
 
     config, _ = _open(study, studies_dir)
     storage = _run(lambda: open_storage(config))
@@ -353,7 +398,108 @@ def dashboard(
         f"optuna-dashboard for study '{config.study.name}': http://{host}:{port}/dashboard "
         "(Ctrl+C to stop)"
     )
-    optuna_dashboard.run_server(storage, host=host, port=port)
+    optuna_dashboard.run_server(
+        storage, host=host, port=port, artifact_store=artifact_store(artifacts_root(config))
+    )
+
+
+@app.command()
+def report(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    top: Annotated[int, typer.Option(help="Trials in the parallel-coordinates plot.")] = 10,
+) -> None:
+    """Write one self-contained HTML report (plots, leaderboard, ensemble) and print its path."""
+    from automl.report import build_report
+
+    config, optuna_study = _open(study, studies_dir)
+    path = _run(lambda: build_report(config, optuna_study, top=top))
+    typer.echo(f"report:   {path}")
+
+
+@app.command("export")
+def export_model(
+    study: StudyOption,
+    out: Annotated[Path, typer.Option("--out", help="Model file to write (.keras).")],
+    studies_dir: StudiesDirOption = Path("studies"),
+) -> None:
+    """Write the ensemble as one Keras model (fold models inside, averaging head)."""
+    from automl.export_model import export_ensemble
+
+    config, _ = _open(study, studies_dir)
+    result = _run(lambda: export_ensemble(config, out))
+    typer.echo(
+        f"exported: {result.path.resolve()} ({result.n_models} fold models, "
+        f"{result.n_params:,} parameters, {result.size_bytes / 1e6:.1f} MB)"
+    )
+    typer.echo(
+        f"latency:  {result.latency_ms_per_image:.1f} ms per image on this machine (batch 1)"
+    )
+    typer.echo("load it:  keras.saving.load_model(path) - raw RGB 0-255 in, probabilities out")
+
+
+@app.command()
+def audit(
+    space: Annotated[
+        Path | None, typer.Option("--space", "-s", help="Search-space YAML file to audit.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Or: a folder of class folders (or images).")
+    ] = None,
+    data_format: Annotated[
+        str, typer.Option("--format", help="With --data: folder, csv or npz.")
+    ] = "folder",
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="With --data: pixels for array formats.")
+    ] = 96,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default studies/<name>/audit or audit/)."),
+    ] = None,
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Check the data before tuning: bad files, balance, duplicates, leakage, outliers."""
+    from automl.audit_report import run_audit, summary_lines, write_reports
+    from automl.config import apply_overrides, config_from_dict
+
+    if (space is None) == (data is None):
+        typer.echo("error: give exactly one of --space FILE or --data PATH.", err=True)
+        raise typer.Exit(2)
+    if space is not None:
+        config = _run(lambda: load_config(space, list(overrides or [])))
+        folder = out or config.study.directory / "audit"
+    else:
+        raw = {"data": {"format": data_format, "path": str(data), "image_size": image_size}}
+        raw = _run(lambda: apply_overrides(raw, list(overrides or []), source="--data"))
+        config = _run(lambda: config_from_dict(raw, source="--data", default_name="audit"))
+        folder = out or Path("audit")
+    result = _run(lambda: run_audit(config.data, seed=config.study.seed, progress=progress))
+    paths = _run(lambda: write_reports(result, folder))
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"saved:      {paths['csv']}, {paths['json'].name}, {paths['html'].name}")
+
+
+@app.command()
+def worker(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="The study's storage URL (joins from another machine)."),
+    ] = None,
+    max_trials: Annotated[
+        int | None, typer.Option("--max-trials", help="Run at most this many trials, then exit.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Join an existing study as one worker: run its trials until it has n_trials."""
+    from automl.workers import load_worker_config, run_worker
+
+    config = _run(lambda: load_worker_config(study, studies_dir, storage))
+    ran = _run(lambda: run_worker(config, max_trials=max_trials, progress=progress))
+    typer.echo(f"worker:   {ran} trial(s) run for study '{config.study.name}'")
 
 
 def main() -> None:

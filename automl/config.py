@@ -5,7 +5,7 @@ ones), every value is type-checked, and relative paths are resolved against the 
 directory so that the resolved configuration saved beside the study works from anywhere::
 
     study:    name, metric, direction, n_trials, timeout, seed, sampler, pruner, storage,
-              studies_dir, enqueue
+              studies_dir, enqueue, artifacts_dir, heartbeat_interval, grace_period, max_retries
     data:     where the images are (format, path, ...), image_size, n_folds, holdout_fraction,
               test (a separate hold-out set), cache
     training: early_stopping_patience, mixed_precision, jit_compile
@@ -79,11 +79,20 @@ class StudyConfig:
     storage: str | None = None
     studies_dir: str = "studies"
     enqueue: tuple[dict[str, Any], ...] = ()
+    artifacts_dir: str | None = None  # fold models etc.; None: the study folder
+    heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
+    grace_period: int | None = None  # seconds without a beat before a trial is dead; None: 2x
+    max_retries: int = 2  # how often a dead worker's trial is queued again
 
     @property
     def directory(self) -> Path:
         """Where the study's files live: ``<studies_dir>/<name>``."""
         return Path(self.studies_dir) / self.name
+
+    @property
+    def artifacts_directory(self) -> Path:
+        """Where trials write fold models and pictures: ``artifacts_dir`` or the study folder."""
+        return Path(self.artifacts_dir) if self.artifacts_dir else self.directory
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,8 @@ class DataConfig:
     holdout_fraction: float = 0.2
     test: DataSource | None = None
     cache: bool = True
+    exclude: str | None = None  # CSV/TXT list of ids or files to leave out (e.g. audit.csv)
+    groups_from_duplicates: bool = False  # keep each near-duplicate group on one split side
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,10 @@ class Config:
             "storage": self.study.storage,
             "studies_dir": self.study.studies_dir,
             "enqueue": [dict(e) for e in self.study.enqueue],
+            "artifacts_dir": self.study.artifacts_dir,
+            "heartbeat_interval": self.study.heartbeat_interval,
+            "grace_period": self.study.grace_period,
+            "max_retries": self.study.max_retries,
         }
         data = {
             **self.data.source.to_dict(),
@@ -150,6 +165,8 @@ class Config:
             "holdout_fraction": self.data.holdout_fraction,
             "test": self.data.test.to_dict() if self.data.test else None,
             "cache": self.data.cache,
+            "exclude": self.data.exclude,
+            "groups_from_duplicates": self.data.groups_from_duplicates,
         }
         return {
             "study": study,
@@ -280,6 +297,10 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
         "storage",
         "studies_dir",
         "enqueue",
+        "artifacts_dir",
+        "heartbeat_interval",
+        "grace_period",
+        "max_retries",
     )
     _unknown(source, "study.", raw, keys)
     name = raw.get("name", default_name)
@@ -336,6 +357,25 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
             f"{source}: study.enqueue must be a list of mappings parameter-name -> value "
             f"(the names `automl validate` prints), got {enqueue!r}."
         )
+    artifacts_dir = raw.get("artifacts_dir")
+    if artifacts_dir is not None:
+        if not isinstance(artifacts_dir, str) or not artifacts_dir:
+            raise ConfigError(
+                f"{source}: study.artifacts_dir must be a folder path (shared by every machine "
+                f"that runs workers), got {artifacts_dir!r}; leave it out for the study folder."
+            )
+        artifacts_dir = str(Path(artifacts_dir).expanduser().resolve())
+    heartbeat = _int(source, "study.heartbeat_interval", raw.get("heartbeat_interval", 60), low=1)
+    grace = raw.get("grace_period")
+    if grace is not None:
+        grace = _int(source, "study.grace_period", grace, low=1)
+        if grace <= heartbeat:
+            raise ConfigError(
+                f"{source}: study.grace_period={grace} must be longer than "
+                f"study.heartbeat_interval={heartbeat}, or every trial would look dead between "
+                f"two beats; use at least {2 * heartbeat}, or leave it out (2 x the interval)."
+            )
+    max_retries = _int(source, "study.max_retries", raw.get("max_retries", 2), low=0)
     return StudyConfig(
         name=name,
         metric=metric,
@@ -348,6 +388,10 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
         storage=storage,
         studies_dir=str(Path(studies_dir).expanduser().resolve()),
         enqueue=tuple(dict(e) for e in enqueue),
+        artifacts_dir=artifacts_dir,
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
+        max_retries=max_retries,
     )
 
 
@@ -375,7 +419,15 @@ def _algorithm(source: str, key: str, raw: Any, known: dict[str, str]) -> Algori
 
 
 def _parse_data(source: str, raw: dict[str, Any]) -> DataConfig:
-    split_keys = ("image_size", "n_folds", "holdout_fraction", "test", "cache")
+    split_keys = (
+        "image_size",
+        "n_folds",
+        "holdout_fraction",
+        "test",
+        "cache",
+        "exclude",
+        "groups_from_duplicates",
+    )
     _unknown(source, "data.", raw, (*DataSource.field_names(), *split_keys))
     if "format" not in raw:
         raise ConfigError(
@@ -399,7 +451,21 @@ def _parse_data(source: str, raw: dict[str, Any]) -> DataConfig:
     cache = raw.get("cache", True)
     if not isinstance(cache, bool):
         raise ConfigError(f"{source}: data.cache must be true or false, got {cache!r}.")
-    return DataConfig(data_source, image_size, n_folds, holdout, test, cache)
+    exclude = raw.get("exclude")
+    if exclude is not None:
+        resolved = Path(_string(source, "data.exclude", exclude)).expanduser().resolve()
+        if not resolved.is_file():
+            raise ConfigError(
+                f"{source}: data.exclude must be a CSV or TXT file of ids to leave out, got "
+                f"'{exclude}' ({resolved}), which does not exist; check the path."
+            )
+        exclude = str(resolved)
+    grouped = raw.get("groups_from_duplicates", False)
+    if not isinstance(grouped, bool):
+        raise ConfigError(
+            f"{source}: data.groups_from_duplicates must be true or false, got {grouped!r}."
+        )
+    return DataConfig(data_source, image_size, n_folds, holdout, test, cache, exclude, grouped)
 
 
 def _parse_source(source: str, key: str, raw: dict[str, Any]) -> DataSource:

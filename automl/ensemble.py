@@ -14,6 +14,7 @@ the hold-out confusion matrix as CSV and PNG, and the hold-out predictions CSV.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from automl.artifacts import save_ensemble_note
 from automl.config import Config
 from automl.errors import StudyError
 from automl.export import (
@@ -31,12 +33,14 @@ from automl.export import (
     write_json,
 )
 from automl.metrics import classification_report
-from automl.study import paths_for, top_trials
-from automl.voting import vote
+from automl.study import paths_for, top_trials, trial_folder
+from automl.thresholds import Threshold, choose_threshold, rates_at
+from automl.voting import Vote, vote
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "ensemble.json"
+_SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,20 @@ class Member:
     oof_path: str
 
 
-def select_members(study: optuna.Study, top_k: int) -> list[Member]:
-    """The best ``top_k`` completed trials whose fold models are on disk."""
+def select_members(
+    study: optuna.Study, top_k: int, folder_of: Callable[[int], Path] | None = None
+) -> list[Member]:
+    """The best ``top_k`` completed trials whose fold models are on disk.
+
+    ``folder_of(number)`` finds a trial's folder on this machine (``study.artifacts_dir``); a
+    worker on another machine recorded its own path in ``trial_dir``, the fallback.
+    """
     members = []
     for trial in top_trials(study, top_k):
-        folder = Path(trial.user_attrs.get("trial_dir", ""))
+        if folder_of is not None:
+            folder = folder_of(trial.number)
+        else:
+            folder = Path(trial.user_attrs.get("trial_dir", ""))
         models = sorted(folder.glob("fold_*.keras"), key=lambda p: int(p.stem.split("_")[1]))
         models = [m for m in models if not m.name.endswith(".tmp.keras")]
         if not models:
@@ -78,6 +91,7 @@ def run_ensemble(
     *,
     top_k: int | None = None,
     vote_method: str | None = None,
+    tta: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Build, score and save the ensemble; return the manifest written to ``ensemble.json``."""
@@ -86,7 +100,7 @@ def run_ensemble(
 
     top_k = top_k or config.ensemble.top_k
     method = vote_method or config.ensemble.vote
-    members = select_members(study, top_k)
+    members = select_members(study, top_k, lambda number: trial_folder(config, number))
     splits = prepare_splits(config, progress=progress)
     names = splits.tuning.class_names
     out_dir = paths_for(config).ensemble
@@ -102,9 +116,20 @@ def run_ensemble(
             {"trial": m.trial, "cv_value": m.value, "models": list(m.models)} for m in members
         ],
         "n_models": sum(len(m.models) for m in members),
-        "out_of_fold": _oof_scores(members, splits.tuning.labels, names, method),
+        "out_of_fold": None,
         "holdout": None,
+        "threshold": None,
     }
+    oof_vote = _oof_vote(members, method)
+    if oof_vote is not None:
+        report = classification_report(
+            splits.tuning.labels, oof_vote.labels, oof_vote.probabilities, names
+        )
+        manifest["out_of_fold"] = {k: report[k] for k in _SUMMARY_METRICS}
+    threshold = None
+    if config.ensemble.target_recall is not None and oof_vote is not None and len(names) == 2:
+        threshold = _threshold(config, names, splits.tuning.labels, oof_vote.probabilities)
+        manifest["threshold"] = threshold.to_dict()
     holdout = splits.holdout
     if holdout is None or len(holdout) == 0:
         logger.warning(
@@ -126,6 +151,22 @@ def run_ensemble(
             "ensemble": ensemble_report,
             "best_single_trial": {"trial": members[0].trial, **single_report},
         }
+        if tta:
+            # Test-time augmentation (flips), scored next to the plain prediction.
+            flipped = vote(
+                predict_probabilities(all_models, holdout.images, tta=True, progress=progress),
+                method,
+            )
+            tta_report = classification_report(
+                holdout.labels, flipped.labels, flipped.probabilities, names
+            )
+            manifest["holdout"]["ensemble_tta"] = {k: tta_report[k] for k in _SUMMARY_METRICS}
+        if threshold is not None:
+            index = names.index(threshold.positive_class)
+            recall, precision = rates_at(
+                holdout.labels, ensemble_vote.probabilities[:, index], index, threshold.threshold
+            )
+            manifest["holdout"]["at_threshold"] = {"recall": recall, "precision": precision}
         out_dir.mkdir(parents=True, exist_ok=True)
         write_confusion_matrix(
             out_dir / "confusion_matrix.csv",
@@ -140,12 +181,11 @@ def run_ensemble(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MANIFEST, manifest)
     study.set_user_attr("ensemble", _short(manifest))
+    save_ensemble_note(study, manifest)  # the study's note in optuna-dashboard
     return manifest
 
 
-def _oof_scores(
-    members: list[Member], labels: np.ndarray, names: tuple[str, ...], method: str
-) -> dict[str, Any] | None:
+def _oof_vote(members: list[Member], method: str) -> Vote | None:
     """Members' out-of-fold probabilities voting: an ensemble score that needs no hold-out."""
     stacked = []
     for member in members:
@@ -154,9 +194,26 @@ def _oof_scores(
             return None
         with np.load(path) as archive:
             stacked.append(archive["probabilities"].astype(np.float64))
-    result = vote(np.stack(stacked), method)
-    report = classification_report(labels, result.labels, result.probabilities, names)
-    return {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")}
+    return vote(np.stack(stacked), method)
+
+
+def _threshold(
+    config: Config, names: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray
+) -> Threshold:
+    positive = config.ensemble.positive_class or names[1]
+    if positive not in names:
+        raise StudyError(
+            f"{config.source}: ensemble.positive_class must be one of {list(names)}, "
+            f"got {positive!r}."
+        )
+    index = names.index(positive)
+    return choose_threshold(
+        labels,
+        probabilities[:, index],
+        positive_index=index,
+        positive_class=positive,
+        target_recall=float(config.ensemble.target_recall or 1.0),
+    )
 
 
 def _short(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def predictions_frame(ids: Sequence[Any], class_names: Sequence[str], vote: Vote) -> pd.DataFrame:
+def predictions_frame(
+    ids: Sequence[Any] | np.ndarray, class_names: Sequence[str], vote: Vote
+) -> pd.DataFrame:
     """Tabulate an ensemble's predictions, one row per sample.
 
     Args:
@@ -91,7 +93,7 @@ def predictions_frame(ids: Sequence[Any], class_names: Sequence[str], vote: Vote
 
 
 def kaggle_frame(
-    ids: Sequence[Any],
+    ids: Sequence[Any] | np.ndarray,
     class_names: Sequence[str],
     vote: Vote,
     positive_class: str | None = None,
@@ -214,7 +216,9 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-def _check_vote(ids: Sequence[Any], class_names: Sequence[str], vote: Vote) -> list[str]:
+def _check_vote(
+    ids: Sequence[Any] | np.ndarray, class_names: Sequence[str], vote: Vote
+) -> list[str]:
     names = [str(name) for name in class_names]
     if len(set(names)) != len(names):
         raise ValueError(f"class names must be unique, got {names}.")

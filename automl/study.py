@@ -2,17 +2,22 @@
 
 Every study has a folder ``<studies_dir>/<name>/`` holding the resolved configuration
 (``config.yaml``), its splits (``splits.json``), the trials' fold models (``trials/``) and the
-ensemble's outputs (``ensemble/``). Its Optuna storage is, by default, the embedded journal file
-``study.journal`` in that folder: one file, no server, safe for several local processes
-(Optuna's ``JournalFileBackend`` appends under a file lock), and optuna-dashboard opens it
-directly. Any Optuna storage URL (``sqlite:///``, ``postgresql+psycopg2://``, ``mysql://``)
-can replace it with ``--storage``.
+ensemble's outputs (``ensemble/``). Trials write their folders under ``study.artifacts_dir``
+when it is set (a folder every machine running workers can reach), else under the study folder.
+Its Optuna storage is, by default, the embedded journal file ``study.journal`` in that folder:
+one file, no server, safe for several local processes (Optuna's ``JournalFileBackend`` appends
+under an ``flock``), and optuna-dashboard opens it directly. Any Optuna RDB URL (``sqlite:///``,
+``postgresql+psycopg2://``, ``mysql+pymysql://``) can replace it with ``--storage``; several
+machines share one study through PostgreSQL or MySQL. Every storage gets a heartbeat, so the
+trials of dead workers are failed and retried (see ``heartbeat.py``).
 
 This module imports no TensorFlow.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import warnings
@@ -21,18 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.config import PRUNERS, SAMPLERS, Config, grid_search_space, load_config
+from automl.config import (
+    PRUNERS,
+    SAMPLERS,
+    Config,
+    config_from_dict,
+    grid_search_space,
+    load_config,
+)
 from automl.errors import ConfigError, StudyError
+from automl.heartbeat import RETRY_OF, HeartbeatJournalStorage, RetryStaleTrial, journal_lock
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
 JOURNAL_FILE = "study.journal"
+# Study user attributes that let a worker on another machine join: the resolved configuration
+# (without the storage URL, which may hold a password) and a fingerprint of the splits.
+CONFIG_ATTR = "automl_config_resolved"
+SPLITS_ATTR = "automl_splits_sha256"
 
 
 @dataclass(frozen=True)
@@ -71,33 +87,107 @@ def paths_for(config: Config) -> StudyPaths:
     return StudyPaths(config.study.directory)
 
 
+def artifacts_root(config: Config) -> Path:
+    """Where trials keep ``trials/<number>/`` and dashboard pictures (``study.artifacts_dir``)."""
+    return config.study.artifacts_directory
+
+
+def trial_folder(config: Config, number: int) -> Path:
+    """A trial's folder of fold models, resolved on this machine (not the path it recorded)."""
+    return artifacts_root(config) / "trials" / f"{number:05d}"
+
+
+def splits_fingerprint(splits_dict: dict[str, Any]) -> str:
+    """SHA-256 of the saved splits, so a worker elsewhere can check it reads the same data."""
+    return hashlib.sha256(json.dumps(splits_dict, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def storage_url_for_display(url: str | None, paths: StudyPaths) -> str:
     """The storage as a person should see it: embedded journal path, or URL without password."""
     if url is None:
         return str(paths.journal)
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return _mask(url)
 
 
-def open_storage(config: Config) -> optuna.storages.BaseStorage | str:
-    """The study's storage: the embedded journal file, or the configured URL."""
-    if config.study.storage is not None:
-        return config.study.storage
-    journal = paths_for(config).journal
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(
-        JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal)))
+def open_storage(config: Config) -> optuna.storages.BaseStorage:
+    """The study's storage with a heartbeat: the embedded journal file, or the configured URL.
+
+    Raises:
+        StudyError: the server cannot be reached, the URL is wrong or its driver is missing
+            (one line; the password is never shown).
+    """
+    study = config.study
+    retry = RetryStaleTrial(study.max_retries)
+    if study.storage is None:
+        journal = paths_for(config).journal
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return HeartbeatJournalStorage(
+            JournalFileBackend(str(journal), lock_obj=journal_lock(str(journal))),
+            heartbeat_interval=study.heartbeat_interval,
+            grace_period=study.grace_period,
+            stale_trial_callback=retry,
+        )
+    return connect_url(
+        study.storage,
+        heartbeat_interval=study.heartbeat_interval,
+        grace_period=study.grace_period,
+        stale_trial_callback=retry,
     )
 
 
-def make_sampler(config: Config, *, n_existing_trials: int = 0) -> optuna.samplers.BaseSampler:
+def connect_url(url: str, **heartbeat: Any) -> optuna.storages.RDBStorage:
+    """An ``RDBStorage`` for ``url`` (``heartbeat``: its heartbeat keyword arguments).
+
+    Raises:
+        StudyError: the server cannot be reached, the URL is wrong or its driver is missing
+            (one line; the password is never shown).
+    """
+    shown = _mask(url)
+    kwargs = {}
+    if heartbeat:
+        kwargs = {
+            "heartbeat_interval": heartbeat["heartbeat_interval"],
+            "grace_period": heartbeat.get("grace_period"),
+            "heartbeat_stale_trial_callback": heartbeat.get("stale_trial_callback"),
+        }
+    try:
+        with warnings.catch_warnings():  # heartbeat_interval is still marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except ImportError as exc:
+        raise StudyError(
+            f"study.storage: no database driver for {shown} ({_first_line(exc.__cause__ or exc)})"
+            "; for PostgreSQL pip install 'automl[postgres]' (psycopg2), for MySQL pip install "
+            "pymysql and use mysql+pymysql://."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any storage failure is an environment error
+        raise StudyError(
+            f"study.storage: cannot open {shown}: {type(exc).__name__}: {_first_line(exc)}; "
+            "check the URL (dialect+driver://user:password@host:port/database), that the "
+            "server runs and accepts connections from this machine, and the credentials."
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # SQLAlchemy prefixes the driver's error: "(psycopg2.OperationalError) connection ..."
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)
+    return (text.splitlines() or [""])[0][:200]
+
+
+def make_sampler(
+    config: Config, *, n_existing_trials: int = 0, salt: int = 0
+) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded.
 
     A resumed study re-creates its sampler; seeding it with ``seed + n_existing_trials`` keeps a
-    resumed random/startup phase from replaying the first trials' parameters.
+    resumed random/startup phase from replaying the first trials' parameters. Parallel workers
+    add a ``salt`` of their own, so two workers that start at the same moment draw different
+    parameters.
     """
     spec = config.study.sampler
     cls = getattr(optuna.samplers, SAMPLERS[spec.name])
-    seed = config.study.seed + n_existing_trials
+    seed = (config.study.seed + n_existing_trials + salt) % 2**31
     if spec.name == "grid":
         return cls(
             grid_search_space(config.space, source=config.source), seed=seed, **spec.options
@@ -126,6 +216,45 @@ def make_pruner(config: Config) -> optuna.pruners.BasePruner:
         raise ConfigError(f"{config.source}: study.pruner: {exc}") from exc
 
 
+def publish_config(study: optuna.Study, config: Config, splits_dict: dict[str, Any]) -> None:
+    """Store the resolved configuration and the splits' fingerprint in the study.
+
+    ``automl worker`` on another machine rebuilds the configuration from them. The storage URL
+    is left out: it may hold a password, and the worker is given it anyway.
+    """
+    resolved = config.to_dict()
+    resolved["study"]["storage"] = None
+    try:
+        json.dumps(resolved)
+    except (TypeError, ValueError):  # e.g. a YAML date somewhere in the space
+        logger.warning(
+            "the configuration cannot be stored in the study as JSON; `automl worker "
+            "--storage` on another machine will need a copy of %s",
+            paths_for(config).config,
+        )
+    else:
+        study.set_user_attr(CONFIG_ATTR, resolved)
+    study.set_user_attr(SPLITS_ATTR, splits_fingerprint(splits_dict))
+
+
+def config_from_study(study: optuna.Study, *, storage: str, studies_dir: Path) -> Config:
+    """The configuration a study was tuned with, for a worker on a machine without its folder."""
+    resolved = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(resolved, dict):
+        raise StudyError(
+            f"study '{study.study_name}' holds no automl configuration; start it with "
+            "`automl tune --space FILE --storage URL` first."
+        )
+    resolved["study"]["storage"] = storage
+    resolved["study"]["studies_dir"] = str(studies_dir)
+    source = f"study '{study.study_name}' (configuration stored in {_mask(storage)})"
+    return config_from_dict(resolved, source=source, default_name=study.study_name)
+
+
+def _mask(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def create_or_load(config: Config) -> optuna.Study:
     """Create the study, or load it when it exists (resume), and enqueue the known-good trials."""
     storage = open_storage(config)
@@ -134,9 +263,8 @@ def create_or_load(config: Config) -> optuna.Study:
         existing = optuna.study.get_all_study_names(storage)
     except Exception as exc:  # noqa: BLE001 - any storage failure is an environment error
         raise StudyError(
-            f"study.storage: cannot open {shown}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; check the URL, the server "
-            "and the credentials."
+            f"study.storage: cannot open {shown}: {type(exc).__name__}: {_first_line(exc)}; "
+            "check the URL, the server and the credentials."
         ) from exc
     n_existing = 0
     if config.study.name in existing:
@@ -207,8 +335,16 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial for ``automl show``: state, CV mean +- std, per-fold scores, params."""
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {t.user_attrs[RETRY_OF]: t.number for t in trials if RETRY_OF in t.user_attrs}
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
+        reason = t.user_attrs.get("fail_reason")
+        if t.state == TrialState.FAIL and reason is None:
+            # Failed by a stale sweep: the worker died, so it could not say why itself.
+            reason = "its worker stopped (no heartbeat)" + (
+                f"; retried as trial {retried_as[t.number]}" if t.number in retried_as else ""
+            )
         rows.append(
             {
                 "trial": t.number,
@@ -220,7 +356,8 @@ def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "pruned_at_step": t.user_attrs.get("pruned_at_step"),
                 "seconds": t.user_attrs.get("train_seconds"),
                 "params": dict(t.params),
-                "fail_reason": t.user_attrs.get("fail_reason"),
+                "fail_reason": reason,
+                "retry_of": t.user_attrs.get(RETRY_OF),
             }
         )
     return rows

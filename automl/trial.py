@@ -14,9 +14,23 @@ compares like with like, and can stop a clearly bad trial inside its first fold 
 The trial's value is the mean of the fold metrics on the validation folds. Per-fold scores,
 their std, epochs run, parameter count and training time go to user attributes; the fold models
 (``fold_<k>.keras``), out-of-fold probabilities (``oof.npz``) and per-epoch history
-(``history.json``) go to ``<study>/trials/<number>/``. A NaN loss or an out-of-memory error fails
-that trial (the reason is recorded) and the study goes on; a pruned or failed trial's folder is
-removed so only usable models stay on disk.
+(``history.json``) go to ``<study>/trials/<number>/`` (under ``study.artifacts_dir`` when set). A
+NaN loss or a second out-of-memory error (below) fails that trial (the reason is recorded) and
+the study goes on; a pruned or failed trial's folder is removed so only usable models stay on
+disk. For optuna-dashboard (see ``artifacts.py``) every trial also records its peak memory and a
+Markdown note, and a completed trial uploads its learning curves, out-of-fold confusion matrix
+and augmentation preview as artifacts.
+
+**Out of memory** (``ResourceExhaustedError``) retries the trial once, all folds, at half the
+batch size (``oom_retry`` says so; steps reported before the error keep their first value, as
+Optuna keeps the first report of a step); a second one fails the trial with both sizes recorded.
+
+**Retries of dead workers** (``retry_of`` set by ``heartbeat.RetryStaleTrial``) train with the
+seed of the first trial of their chain and take over the folds it finished: each finished fold
+leaves ``fold_<k>.keras`` plus ``fold_<k>.npz`` (its out-of-fold probabilities, score, history
+and parameters), and a retry with the same parameters moves both into its own folder, replays
+the fold's reports and trains only the rest (``reused_folds``). ``fold_<k>.npz`` is removed when
+the trial completes; ``oof.npz`` holds the same numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +51,9 @@ import numpy as np
 import optuna
 import tensorflow as tf
 
+from automl.artifacts import PeakMemory, save_trial_artifacts, save_trial_note
 from automl.config import Config
+from automl.heartbeat import RETRY_OF, RETRY_ORIGIN, worker_attrs
 from automl.metrics import compute_metric, log_loss_value
 from automl.models import build_model, count_parameters
 from automl.pipeline import make_dataset
@@ -138,30 +155,91 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.config.space.suggest(trial)
-        seed = trial_seed(self.config.study.seed, trial.number)
+        # A retry trains as the trial it repeats would have, and picks up its finished folds.
+        seed = trial_seed(self.config.study.seed, trial.user_attrs.get(RETRY_ORIGIN, trial.number))
+        previous = trial.user_attrs.get(RETRY_OF)
+        resume_dir = trial_dir(self.study_dir, previous) if previous is not None else None
         out_dir = trial_dir(self.study_dir, trial.number)
         trial.set_user_attr("hyperparameters", params)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("trial_dir", str(out_dir))
+        for key, attr in worker_attrs().items():
+            trial.set_user_attr(key, attr)
+        memory = PeakMemory()
         try:
-            return self._run(trial, params, seed, out_dir)
+            value = self._run_halving_on_oom(trial, params, seed, out_dir, resume_dir)
         except optuna.TrialPruned:
             shutil.rmtree(out_dir, ignore_errors=True)
+            self._finish(trial, "pruned", memory)
             raise
         except tf.errors.ResourceExhaustedError as exc:
             shutil.rmtree(out_dir, ignore_errors=True)
             reason = f"out of memory (batch_size={params['batch_size']}): {str(exc)[:200]}"
             trial.set_user_attr("fail_reason", reason)
+            self._finish(trial, "fail", memory)
             raise TrialFailed(reason) from exc
         except TrialFailed as exc:
             shutil.rmtree(out_dir, ignore_errors=True)
             trial.set_user_attr("fail_reason", str(exc))
+            self._finish(trial, "fail", memory)
             raise
         finally:
             keras.backend.clear_session()
             gc.collect()
+            if resume_dir is not None:
+                shutil.rmtree(resume_dir, ignore_errors=True)  # what was usable moved out
+        self._finish(trial, "complete", memory)
+        return value
 
-    def _run(self, trial: optuna.Trial, params: dict[str, Any], seed: int, out_dir: Path) -> float:
+    def _run_halving_on_oom(
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        seed: int,
+        out_dir: Path,
+        resume_dir: Path | None,
+    ) -> float:
+        try:
+            return self._run(trial, params, seed, out_dir, resume_dir)
+        except tf.errors.ResourceExhaustedError:
+            batch = int(params["batch_size"])
+            if batch < 2:
+                raise
+            half = batch // 2
+            note = f"out of memory at batch_size={batch}; retried once at batch_size={half}"
+            logger.warning("trial %d: %s", trial.number, note)
+            trial.set_user_attr("oom_retry", note)
+            trial.set_user_attr("batch_size_used", half)
+            keras.backend.clear_session()
+            gc.collect()
+            shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            with warnings.catch_warnings():  # the steps reported before the error, again
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                return self._run(trial, {**params, "batch_size": half}, seed, out_dir, None)
+        except tf.errors.ResourceExhaustedError as exc:
+            raise TrialFailed(
+                f"out of memory at batch_size={batch} and again at batch_size={half}: "
+                f"{str(exc)[:200]}"
+            ) from exc
+
+    def _finish(self, trial: optuna.Trial, state: str, memory: PeakMemory) -> None:
+        """Peak memory as user attributes, then the trial's note for the dashboard."""
+        for key, value in memory.user_attrs().items():
+            trial.set_user_attr(key, value)
+        study = self.config.study
+        save_trial_note(
+            trial, state, metric=study.metric, stride=self.stride, pruner=study.pruner.name
+        )
+
+    def _run(
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        seed: int,
+        out_dir: Path,
+        resume_dir: Path | None = None,
+    ) -> float:
         config, splits = self.config, self.splits
         tuning = splits.tuning
         n_classes = splits.n_classes
@@ -173,7 +251,20 @@ class Objective:
         started = time.perf_counter()
         n_params: dict[str, int] = {}
         class_weight = _class_weights(tuning.labels, n_classes, params["class_weight"])
+        reused: list[int] = []
         for fold, (train_idx, val_idx) in enumerate(splits.folds):
+            finished = _take_finished_fold(resume_dir, out_dir, fold, params, val_idx)
+            if finished is not None:
+                oof[val_idx] = finished["probabilities"]
+                fold_scores.append(finished["score"])
+                histories.append(finished["history"])
+                epochs_run.append(len(finished["history"]))
+                n_params = finished["n_params"]
+                for record in finished["history"]:  # the pruner sees the fold as if rerun
+                    if math.isfinite(record["val_metric"]):
+                        trial.report(record["val_metric"], fold * self.stride + record["epoch"])
+                reused.append(fold)
+                continue
             keras.backend.clear_session()
             keras.utils.set_random_seed(seed + fold)
             model = build_model(
@@ -243,12 +334,33 @@ class Objective:
             oof[val_idx] = probabilities
             fold_scores.append(score)
             _save_model(model, out_dir / f"fold_{fold}.keras")
+            _save_finished_fold(
+                out_dir, fold, params, val_idx, probabilities, score, reporter.history, n_params
+            )
             logger.debug(
                 "trial %d fold %d: %s=%.4f", trial.number, fold, config.study.metric, score
             )
         self._record(trial, fold_scores, epochs_run, n_params, started, histories)
+        if reused:
+            trial.set_user_attr("reused_folds", reused)
         _atomic_savez(out_dir / "oof.npz", probabilities=oof, ids=tuning.ids.astype(str))
+        for record in out_dir.glob("fold_*.npz"):  # oof.npz now holds them all
+            record.unlink()
         (out_dir / "history.json").write_text(json.dumps(histories), encoding="utf-8")
+        save_trial_artifacts(
+            trial,
+            out_dir,
+            self.study_dir,
+            histories=histories,
+            oof=oof,
+            labels=tuning.labels,
+            class_names=tuning.class_names,
+            metric=config.study.metric,
+            images=tuning.images,
+            train_indices=splits.folds[0][0],
+            augment=params["augment"],
+            seed=seed,
+        )
         return float(np.mean(fold_scores))
 
     def _record(
@@ -309,6 +421,63 @@ def _save_model(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _save_finished_fold(
+    out_dir: Path,
+    fold: int,
+    params: dict[str, Any],
+    val_idx: np.ndarray,
+    probabilities: np.ndarray,
+    score: float,
+    history: list[dict[str, float]],
+    n_params: dict[str, int],
+) -> None:
+    """What a retry needs to take this fold over; written after the model, so it marks both."""
+    meta = {
+        "params": _params_key(params),
+        "score": score,
+        "history": history,
+        "n_params": n_params,
+    }
+    _atomic_savez(
+        out_dir / f"fold_{fold}.npz",
+        probabilities=probabilities,
+        val_indices=np.asarray(val_idx),
+        meta=np.array(json.dumps(meta)),
+    )
+
+
+def _take_finished_fold(
+    resume_dir: Path | None,
+    out_dir: Path,
+    fold: int,
+    params: dict[str, Any],
+    val_idx: np.ndarray,
+) -> dict[str, Any] | None:
+    """Move a fold the repeated trial finished into ``out_dir``; None when there is none."""
+    if resume_dir is None:
+        return None
+    model, record = resume_dir / f"fold_{fold}.keras", resume_dir / f"fold_{fold}.npz"
+    if not (model.is_file() and record.is_file()):
+        return None
+    try:
+        with np.load(record) as archive:
+            meta = json.loads(str(archive["meta"]))
+            probabilities = archive["probabilities"]
+            same_fold = np.array_equal(archive["val_indices"], val_idx)
+    except (OSError, ValueError, KeyError) as exc:  # a torn file of a killed worker
+        logger.warning("cannot reuse %s: %s", record, exc)
+        return None
+    if not same_fold or meta["params"] != _params_key(params):
+        return None
+    os.replace(model, out_dir / model.name)
+    os.replace(record, out_dir / record.name)
+    return {**meta, "probabilities": probabilities}
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:

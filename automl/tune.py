@@ -17,13 +17,21 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.audit import screen_data
 from automl.config import Config, load_config
 from automl.data import read_source
 from automl.errors import StudyError
 from automl.export import atomic_write_text
 from automl.space import WEIGHTS_NONE
 from automl.splits import Splits, make_splits
-from automl.study import StudyPaths, create_or_load, finished_counts, paths_for
+from automl.study import (
+    StudyPaths,
+    artifacts_root,
+    create_or_load,
+    finished_counts,
+    paths_for,
+    publish_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +71,17 @@ def prepare_splits(config: Config, *, progress: bool = False) -> Splits:
             progress=progress,
             where="data.test",
         )
-    return make_splits(
-        pool,
-        test,
+    # data.exclude, data.groups_from_duplicates and the cheap audit checks (automl/audit.py).
+    screened = screen_data(config.data, pool, test)
+    splits = make_splits(
+        screened.pool,
+        screened.test,
         n_folds=config.data.n_folds,
         holdout_fraction=config.data.holdout_fraction,
         seed=config.study.seed,
     )
+    screened.warn_leakage(splits)
+    return splits
 
 
 def check_weights(config: Config) -> None:
@@ -110,18 +122,42 @@ def check_resume(config: Config, paths: StudyPaths, splits: Splits) -> bool:
     return True
 
 
-def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
-    """Validate data and environment, then start or resume the study until ``n_trials``."""
-    from automl.trial import Objective, TrialFailed, configure_device
+def run_tune(
+    config: Config, *, progress: bool = True, workers: int | None = None, gpus: str | None = None
+) -> TuneResult:
+    """Validate data and environment, then start or resume the study until ``n_trials``.
 
+    Trials run in this process, or with ``workers``/``gpus`` in worker processes, one fresh
+    process per trial (``workers.py``).
+    """
+    from automl.workers import plan_slots, supervise
+
+    slots = plan_slots(workers, gpus)
     splits = prepare_splits(config, progress=progress)
     check_weights(config)
     paths = paths_for(config)
     resumed = check_resume(config, paths, splits)
     _check_writable(paths)
+    if artifacts_root(config) != paths.root:
+        _check_writable(StudyPaths(artifacts_root(config)), key="study.artifacts_dir")
     study = create_or_load(config)
     config.save(paths.config)
     atomic_write_text(paths.splits, json.dumps(splits.to_dict()))
+    publish_config(study, config, splits.to_dict())
+    if slots:
+        logger.info(
+            "Study '%s' (%s): %d worker processes%s, one process per trial",
+            config.study.name,
+            "resumed" if resumed else "new",
+            len(slots),
+            f" on GPUs {gpus}" if gpus else "",
+        )
+        before = len(study.trials)
+        supervise(config, study, slots, progress=progress)
+        ran = len(study.get_trials(deepcopy=False)) - before
+        return TuneResult(study, paths, finished_counts(study), ran, resumed)
+    from automl.trial import Objective, TrialFailed, configure_device
+
     device = configure_device(config.training.mixed_precision)
     study.set_user_attr("device", device)
     logger.info(
@@ -137,7 +173,7 @@ def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
     done = sum(finished_counts(study)[s.name.lower()] for s in counted)
     n_trials = config.study.n_trials
     remaining = None if n_trials is None else max(n_trials - done, 0)
-    callbacks: list[Any] = [_log_trial]
+    callbacks: list[Any] = [log_trial]
     if n_trials is not None:
         # Counts trials of every worker sharing the storage, so the study stops at n_trials
         # in total even when several processes run it.
@@ -145,7 +181,7 @@ def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
     before = len(study.trials)
     if remaining != 0:
         study.optimize(
-            Objective(config, splits, paths.root),
+            Objective(config, splits, artifacts_root(config)),
             n_trials=remaining,
             timeout=config.study.timeout,
             catch=(TrialFailed,),
@@ -156,20 +192,21 @@ def run_tune(config: Config, *, progress: bool = True) -> TuneResult:
     return TuneResult(study, paths, finished_counts(study), len(study.trials) - before, resumed)
 
 
-def _check_writable(paths: StudyPaths) -> None:
+def _check_writable(paths: StudyPaths, key: str = "study.studies_dir") -> None:
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
         probe = paths.root / ".write-test"
         probe.write_text("", encoding="utf-8")
         probe.unlink()
     except OSError as exc:
+        fix = "--studies-dir" if key == "study.studies_dir" else f"--set {key}=FOLDER"
         raise StudyError(
-            f"study.studies_dir: cannot write the study folder {paths.root} "
-            f"({exc.strerror or exc}); choose a writable folder with --studies-dir."
+            f"{key}: cannot write the study folder {paths.root} "
+            f"({exc.strerror or exc}); choose a writable folder with {fix}."
         ) from exc
 
 
-def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     folds = trial.user_attrs.get("fold_scores", [])
     shown = " ".join(f"{s:.3f}" for s in folds)
     seconds = trial.user_attrs.get("train_seconds", 0.0)

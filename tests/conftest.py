@@ -143,3 +143,92 @@ ensemble:
         encoding="utf-8",
     )
     return path
+
+
+# --- data audit fixtures (tests/test_audit.py) ---------------------------------------------------
+
+#: Distinct bccd_wbc_crops images (no BCCD duplicate frames among them) per class.
+AUDIT_CLASSES = {
+    "Eosinophil": 8,
+    "Lymphocyte": 8,
+    "Neutrophil": 12,
+}
+
+
+def make_audit_layout(shared_data: Path, dest: Path) -> dict[str, set[str]]:
+    """A class-folder tree of real crops with known problems planted in it.
+
+    Returns the ids (``Class/name``) each detector should find: ``unreadable``, ``channels``,
+    ``size``, ``exact`` (every member of an exact-copy set), ``near`` (transformed copies and
+    their originals), ``conflict`` (a copy under another label, and its original), ``outlier``
+    (non-WBC crops from ``bccd_cells3`` inside Neutrophil) and ``clean`` (the untouched rest).
+    """
+    root = shared_data / "bccd_wbc_crops" / "BCCD_cropped"
+    picked: dict[str, list[Path]] = {}
+    for name, count in AUDIT_CLASSES.items():
+        # Every third file: BCCD holds repeated frames of one smear under consecutive numbers.
+        picked[name] = sorted((root / name).glob("*.jpg"))[::3][:count]
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for file in picked[name]:
+            shutil.copy2(file, dest / name / file.name)
+    ids = {f"{n}/{f.stem}" for n, files in picked.items() for f in files}
+    truth: dict[str, set[str]] = {key: set() for key in AUDIT_KEYS}
+
+    def save(image: Image.Image, target: str, **options: object) -> str:
+        path = dest / target
+        image.save(path, **options)
+        return f"{path.parent.name}/{path.stem}"
+
+    neutrophil, eosinophil = picked["Neutrophil"], picked["Eosinophil"]
+    # Exact: a byte copy and a PNG of the same pixels.
+    a = neutrophil[0]
+    shutil.copy2(a, dest / "Neutrophil" / f"{a.stem}_copy.jpg")
+    with Image.open(a) as image:
+        png = save(image.convert("RGB"), f"Neutrophil/{a.stem}_png.png")
+    truth["exact"] |= {f"Neutrophil/{a.stem}", f"Neutrophil/{a.stem}_copy", png}
+    # Near: re-encoded, resized, flipped, turned 90 degrees, small rotation plus shift.
+    for k, (suffix, transform) in enumerate(
+        [
+            ("q40", lambda im: im),
+            ("small", lambda im: im.resize((im.width * 3 // 5, im.height * 3 // 5))),
+            ("flip", lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+            ("rot90", lambda im: im.transpose(Image.Transpose.ROTATE_90)),
+            ("rot7", lambda im: im.rotate(7, Image.Resampling.BICUBIC, translate=(6, -4))),
+        ]
+    ):
+        original = neutrophil[1 + k]
+        with Image.open(original) as image:
+            copy = save(
+                transform(image.convert("RGB")),
+                f"Neutrophil/{original.stem}_{suffix}.jpg",
+                quality=40 if suffix == "q40" else 90,
+            )
+        truth["near"] |= {f"Neutrophil/{original.stem}", copy}
+    # The same picture under two labels.
+    b = eosinophil[0]
+    shutil.copy2(b, dest / "Lymphocyte" / f"{b.stem}_relabelled.jpg")
+    truth["conflict"] |= {f"Eosinophil/{b.stem}", f"Lymphocyte/{b.stem}_relabelled"}
+    # Non-WBC crops inside a WBC class: red cells (outliers), a platelet (tiny: a size problem).
+    cells = shared_data / "bccd_cells3"
+    for file in sorted((cells / "RBC").glob("*.jpg"))[:3]:
+        shutil.copy2(file, dest / "Neutrophil" / f"cells3_{file.name}")
+        truth["outlier"].add(f"Neutrophil/cells3_{file.stem}")
+    platelet = sorted((cells / "Platelets").glob("*.jpg"))[0]
+    shutil.copy2(platelet, dest / "Neutrophil" / f"cells3_{platelet.name}")
+    truth["size"].add(f"Neutrophil/cells3_{platelet.stem}")
+    # File problems: junk named .jpg, a gray and an oversized image (Monocytes, used nowhere else).
+    (dest / "Eosinophil" / "junk.jpg").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(2000))
+    truth["unreadable"].add("Eosinophil/junk")
+    monocytes = sorted((root / "Monocyte").glob("*.jpg"))
+    with Image.open(monocytes[0]) as image:
+        truth["channels"].add(save(image.convert("L"), "Lymphocyte/gray.png"))
+    with Image.open(monocytes[5]) as image:
+        big = image.resize((image.width * 4, image.height * 4))
+        truth["size"].add(save(big, "Lymphocyte/big.jpg"))
+    truth["exact"] |= truth["conflict"]  # the relabelled copy is also an exact copy
+    touched = set().union(*truth.values())
+    truth["clean"] = ids - touched
+    return truth
+
+
+AUDIT_KEYS = ("unreadable", "channels", "size", "exact", "near", "conflict", "outlier", "clean")

@@ -153,12 +153,14 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
         (
             "study: {name: demo, trials: 5}\ndata: {format: digits}\n",
             r"study\.trials is not a known key; valid keys here: name, metric, direction, "
-            r"n_trials, timeout, seed, sampler, pruner, storage, studies_dir, enqueue\.",
+            r"n_trials, timeout, seed, sampler, pruner, storage, studies_dir, enqueue, "
+            r"artifacts_dir, heartbeat_interval, grace_period, max_retries\.",
         ),
         (
             "data: {format: digits, img_size: 16}\n",
             r"data\.img_size is not a known key; valid keys here: format, path, labels_csv, "
-            r".*on_unreadable, image_size, n_folds, holdout_fraction, test, cache\.",
+            r".*on_unreadable, image_size, n_folds, holdout_fraction, test, cache, exclude, "
+            r"groups_from_duplicates\.",
         ),
         (
             "data: {format: digits, test: {format: digits, image_size: 16}}\n",
@@ -171,7 +173,8 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
         ),
         (
             "data: {format: digits}\nensemble: {k: 3}\n",
-            r"ensemble\.k is not a known key; valid keys here: top_k, vote, positive_class\.",
+            r"ensemble\.k is not a known key; valid keys here: top_k, vote, positive_class, "
+            r"target_recall\.",
         ),
         (
             "data: {format: digits}\nspace: {lr: 0.01}\n",
