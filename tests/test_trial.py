@@ -47,6 +47,7 @@ def test_steps_are_unique_per_fold_epoch_and_use_the_max_epochs_stride(
     assert trial.value == pytest.approx(np.mean(fold_scores), abs=1e-5)
     assert trial.user_attrs["epochs_per_fold"] == [2, 2]
     assert trial.user_attrs["n_params"] > 0
+    assert trial.user_attrs["model_size_mb"] > 0 and trial.user_attrs["latency_ms_per_image"] > 0
     # The last report of each fold is that fold's final score.
     assert trial.intermediate_values[1] == pytest.approx(fold_scores[0], abs=1e-5)
     assert trial.intermediate_values[4] == pytest.approx(fold_scores[1], abs=1e-5)

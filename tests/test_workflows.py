@@ -169,3 +169,74 @@ def test_small_grayscale_workflow(tmp_path: Path) -> None:
         "--no-progress",
     )
     assert len(pd.read_csv(out)) == 3
+
+
+def _binary_imbalanced_folders(shared_data: Path, root: Path) -> Path:
+    """benign/malignant class folders from real crops, 3:1 imbalanced (RBC vs WBC stand-ins)."""
+    cells = shared_data / "bccd_cells3"
+    for name, source, count in (("benign", "RBC", 24), ("malignant", "WBC", 8)):
+        (root / name).mkdir(parents=True)
+        for file in sorted((cells / source).glob("*.jpg"))[:count]:
+            shutil.copy2(file, root / name / file.name)
+    return root
+
+
+@pytest.mark.slow
+def test_breast_histology_workflow(shared_data: Path, tmp_path: Path) -> None:
+    data = _binary_imbalanced_folders(shared_data, tmp_path / "breast")
+    studies = tmp_path / "studies"
+    space = str(REPO / "search_spaces" / "breast_histology.yaml")
+    common = [
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "data.n_folds=2",
+        "--set",
+        "data.holdout_fraction=0.25",
+        # Offline test machine: random initialisation instead of the ImageNet download.
+        "--set",
+        "space.backbone.choices.vgg16.weights=none",
+        "--set",
+        "space.backbone.choices.resnet50.weights=none",
+        "--set",
+        "space.epochs=1",
+        "--set",
+        "space.batch_size=8",
+    ]
+    validated = _invoke("validate", "--space", space, *common)
+    assert "metric macro_f1" in validated.stdout
+    _invoke(
+        "tune",
+        "--space",
+        space,
+        *common,
+        "--n-trials",
+        "2",
+        "--studies-dir",
+        str(studies),
+        "--no-progress",
+    )
+    from automl.study import load_study
+
+    _, study = load_study("breast_histology", studies)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state.name == "COMPLETE":
+            for key in ("n_params", "model_size_mb", "latency_ms_per_image"):
+                assert trial.user_attrs[key] > 0, key
+    _invoke(
+        "ensemble", "--study", "breast_histology", "--studies-dir", str(studies), "--no-progress"
+    )
+    manifest = json.loads(
+        (studies / "breast_histology" / "ensemble" / "ensemble.json").read_text()
+    )
+    per_class = manifest["holdout"]["ensemble"]["per_class"]
+    assert set(per_class) == {"benign", "malignant"}
+    assert per_class["malignant"]["support"] == 2 and per_class["benign"]["support"] == 6
+    assert {"recall", "f1"} <= set(per_class["malignant"])
+    model = tmp_path / "model.keras"
+    exported = _invoke(
+        "export", "--study", "breast_histology", "--studies-dir", str(studies), "--out", str(model)
+    )
+    assert model.is_file() and "ms per image" in exported.stdout
