@@ -10,7 +10,6 @@ majority vote needs the per-model votes and stays in ``automl predict``.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from automl.config import Config
 from automl.ensemble import load_manifest
 from automl.errors import StudyError
+from automl.models import latency_ms
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,8 @@ def export_ensemble(config: Config, out: Path, *, latency_runs: int = 20) -> Exp
         path=out,
         n_models=len(paths),
         size_bytes=out.stat().st_size,
-        latency_ms_per_image=_latency_ms(reloaded, size, latency_runs),
+        latency_ms_per_image=latency_ms(
+            reloaded, np.zeros((1, size, size, 3), dtype="float32"), runs=latency_runs
+        ),
         n_params=int(reloaded.count_params()),
     )
-
-
-def _latency_ms(model: keras.Model, size: int, runs: int) -> float:
-    """Median wall time of one single-image prediction (batch 1, after a warm-up call)."""
-    sample = np.zeros((1, size, size, 3), dtype="float32")
-    model.predict_on_batch(sample)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        model.predict_on_batch(sample)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1000.0)

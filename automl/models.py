@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,18 @@ def count_parameters(model: keras.Model) -> dict[str, int]:
     """Total and trainable parameter counts."""
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return {"total": int(model.count_params()), "trainable": trainable}
+
+
+def latency_ms(model: keras.Model, batch: np.ndarray, runs: int = 10) -> float:
+    """Median wall time in ms of predicting ``batch`` (one image: batch 1), after a warm-up."""
+    sample = batch.astype("float32")
+    model.predict_on_batch(sample)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.predict_on_batch(sample)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000.0)
 
 
 def ensure_weights(backbone_name: str, weights: str, image_size: int) -> None:

@@ -55,7 +55,7 @@ from automl.artifacts import PeakMemory, save_trial_artifacts, save_trial_note
 from automl.config import Config
 from automl.heartbeat import RETRY_OF, RETRY_ORIGIN, worker_attrs
 from automl.metrics import compute_metric, log_loss_value
-from automl.models import build_model, count_parameters
+from automl.models import build_model, count_parameters, latency_ms
 from automl.pipeline import make_dataset
 from automl.splits import Splits
 
@@ -340,7 +340,7 @@ class Objective:
                     round((out_dir / f"fold_{fold}.keras").stat().st_size / 1e6, 3),
                 )
                 trial.set_user_attr(
-                    "latency_ms_per_image", round(_latency_ms(model, tuning.images[:1]), 3)
+                    "latency_ms_per_image", round(latency_ms(model, tuning.images[:1]), 3)
                 )
             _save_finished_fold(
                 out_dir, fold, params, val_idx, probabilities, score, reporter.history, n_params
@@ -415,18 +415,6 @@ class _BestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-
-
-def _latency_ms(model: keras.Model, one_image: np.ndarray, runs: int = 10) -> float:
-    """Median wall time of a single-image prediction (batch 1, after one warm-up call)."""
-    sample = one_image.astype("float32")
-    model.predict_on_batch(sample)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        model.predict_on_batch(sample)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1000.0)
 
 
 def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:

@@ -156,7 +156,7 @@ def run_tune(
         supervise(config, study, slots, progress=progress)
         ran = len(study.get_trials(deepcopy=False)) - before
         return TuneResult(study, paths, finished_counts(study), ran, resumed)
-    from automl.trial import Objective, TrialFailed, configure_device
+    from automl.trial import configure_device
 
     device = configure_device(config.training.mixed_precision)
     study.set_user_attr("device", device)
@@ -180,16 +180,31 @@ def run_tune(
         callbacks.append(MaxTrialsCallback(n_trials, states=counted))
     before = len(study.trials)
     if remaining != 0:
-        study.optimize(
-            Objective(config, splits, artifacts_root(config)),
-            n_trials=remaining,
-            timeout=config.study.timeout,
-            catch=(TrialFailed,),
-            callbacks=callbacks,
-            gc_after_trial=True,
-            show_progress_bar=progress,
-        )
+        optimize(study, config, splits, n_trials=remaining, callbacks=callbacks, progress=progress)
     return TuneResult(study, paths, finished_counts(study), len(study.trials) - before, resumed)
+
+
+def optimize(
+    study: optuna.Study,
+    config: Config,
+    splits: Splits,
+    *,
+    n_trials: int | None,
+    callbacks: list[Any],
+    progress: bool,
+) -> None:
+    """Run trials of the k-fold objective in this process (the in-process run and each worker)."""
+    from automl.trial import Objective, TrialFailed
+
+    study.optimize(
+        Objective(config, splits, artifacts_root(config)),
+        n_trials=n_trials,
+        timeout=config.study.timeout,
+        catch=(TrialFailed,),
+        callbacks=callbacks,
+        gc_after_trial=True,
+        show_progress_bar=progress,
+    )
 
 
 def _check_writable(paths: StudyPaths, key: str = "study.studies_dir") -> None:

@@ -60,7 +60,6 @@ from automl.heartbeat import WORKER_ATTR, fail_stale_trials
 from automl.study import (
     SPLITS_ATTR,
     StudyPaths,
-    artifacts_root,
     config_from_study,
     connect_url,
     make_pruner,
@@ -332,8 +331,8 @@ def run_worker(config: Config, *, max_trials: int | None = None, progress: bool 
     Raises:
         StudyError: the study does not exist, or this machine reads different data.
     """
-    from automl.trial import Objective, TrialFailed, configure_device
-    from automl.tune import check_weights, log_trial, prepare_splits
+    from automl.trial import configure_device
+    from automl.tune import check_weights, log_trial, optimize, prepare_splits
 
     paths = paths_for(config)
     splits = prepare_splits(config)
@@ -384,15 +383,13 @@ def run_worker(config: Config, *, max_trials: int | None = None, progress: bool 
         if n_trials is not None and taken() >= n_trials:
             current.stop()
 
-    callbacks: list[Any] = [log_trial, after_trial]
-    study.optimize(
-        Objective(config, splits, artifacts_root(config)),
+    optimize(
+        study,
+        config,
+        splits,
         n_trials=max_trials,
-        timeout=config.study.timeout,
-        catch=(TrialFailed,),
-        callbacks=callbacks,
-        gc_after_trial=True,
-        show_progress_bar=progress,
+        callbacks=[log_trial, after_trial],
+        progress=progress,
     )
     return ran[0]
 
