@@ -153,6 +153,11 @@ def tune(
             f"best:     trial {best['trial']}, {config.study.metric} {best['value']:.4f}{std}"
         )
         typer.echo(f"params:   {json.dumps(best['params'], default=str)}")
+        if best["pareto"] is not None:
+            typer.echo(
+                f"pareto:   {best['pareto']} trial(s) on the {config.study.metric} vs latency "
+                f"front: automl show --study {config.study.name}"
+            )
     typer.echo(
         f"next:     automl dashboard --study {config.study.name}   |   "
         f"automl ensemble --study {config.study.name}"
@@ -244,6 +249,10 @@ def show(
             note = f" [pruned at step {r['pruned_at_step']}]"
         elif r["state"] == "fail":
             note = f" [{r['fail_reason']}]"
+        if config.study.latency_objective and r["latency_ms"] is not None:
+            note += f" [{r['latency_ms']:.1f} ms/image" + (
+                ", Pareto front]" if r["pareto"] else "]"
+            )
         typer.echo(
             f"{r['trial']:>5}  {r['state']:<8}  {value:>16}  {folds:<30}  "
             f"{json.dumps(r['params'], default=str)}{note}"

@@ -83,6 +83,13 @@ class StudyConfig:
     heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
     grace_period: int | None = None  # seconds without a beat before a trial is dead; None: 2x
     max_retries: int = 2  # how often a dead worker's trial is queued again
+    # Second objective: minimise single-image latency (a Pareto front instead of one best).
+    latency_objective: bool = False
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions: the metric's, then ``minimize`` for latency when asked."""
+        return [self.direction, "minimize"] if self.latency_objective else [self.direction]
 
     @property
     def directory(self) -> Path:
@@ -157,6 +164,7 @@ class Config:
             "heartbeat_interval": self.study.heartbeat_interval,
             "grace_period": self.study.grace_period,
             "max_retries": self.study.max_retries,
+            "latency_objective": self.study.latency_objective,
         }
         data = {
             **self.data.source.to_dict(),
@@ -301,6 +309,7 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
         "heartbeat_interval",
         "grace_period",
         "max_retries",
+        "latency_objective",
     )
     _unknown(source, "study.", raw, keys)
     name = raw.get("name", default_name)
@@ -392,6 +401,9 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
         heartbeat_interval=heartbeat,
         grace_period=grace,
         max_retries=max_retries,
+        latency_objective=_bool(
+            source, "study.latency_objective", raw.get("latency_objective", False)
+        ),
     )
 
 
@@ -639,6 +651,12 @@ def _switch(source: str, key: str, value: Any) -> str:
     if isinstance(value, bool):
         value = "on" if value else "off"
     return str(_choice(source, key, value, ("auto", "on", "off")))
+
+
+def _bool(source: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}.")
+    return value
 
 
 def _string(source: str, key: str, value: Any) -> str:

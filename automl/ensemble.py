@@ -74,7 +74,10 @@ def select_members(
             continue
         members.append(
             Member(
-                trial.number, float(trial.value), tuple(map(str, models)), str(folder / "oof.npz")
+                trial.number,
+                float(trial.values[0]),
+                tuple(map(str, models)),
+                str(folder / "oof.npz"),
             )
         )
     if not members:

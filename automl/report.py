@@ -94,7 +94,9 @@ def build_report(config: Config, study: optuna.Study, *, top: int = 10) -> Path:
             out_dir,
             "optimization-history",
             "Optimization history",
-            lambda: vis.plot_optimization_history(study, target_name=metric),
+            lambda: vis.plot_optimization_history(
+                study, target=_metric_target(study), target_name=metric
+            ),
             f"Each dot a completed trial's CV mean {metric}; the line is the best so far.",
         ),
         _optuna_plot(
@@ -108,7 +110,9 @@ def build_report(config: Config, study: optuna.Study, *, top: int = 10) -> Path:
             out_dir,
             "parallel-coordinates",
             f"Parallel coordinates of the top {len(top_study.trials)} trials",
-            lambda: vis.plot_parallel_coordinate(top_study, target_name=metric),
+            lambda: vis.plot_parallel_coordinate(
+                top_study, target=_metric_target(study), target_name=metric
+            ),
             f"The best {len(top_study.trials)} completed trials by CV {metric}; each line is "
             "one trial's parameters.",
         ),
@@ -138,7 +142,7 @@ def _top_study(study: optuna.Study, k: int) -> optuna.Study:
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line
         try:
-            subset = optuna.create_study(direction=study.direction)
+            subset = optuna.create_study(directions=study.directions)
         finally:
             optuna.logging.set_verbosity(verbosity)
     subset.add_trials(top_trials(study, k))
@@ -146,7 +150,7 @@ def _top_study(study: optuna.Study, k: int) -> optuna.Study:
 
 
 def _param_importances(study: optuna.Study, seed: int, metric: str) -> Any:
-    values = {t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    values = {t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if len(values) < 2:
         raise ValueError(
             "importances need completed trials with at least two different values; "
@@ -155,8 +159,14 @@ def _param_importances(study: optuna.Study, seed: int, metric: str) -> Any:
     return optuna.visualization.matplotlib.plot_param_importances(
         study,
         evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed),
+        target=_metric_target(study),
         target_name=metric,
     )
+
+
+def _metric_target(study: optuna.Study) -> Any:
+    """With a latency objective, plot the metric (the first value); None = Optuna's default."""
+    return (lambda t: t.values[0]) if len(study.directions) > 1 else None
 
 
 def _intermediate_values(study: optuna.Study, stride: int) -> Any:
@@ -238,7 +248,7 @@ def _summary(config: Config, study: optuna.Study) -> Section:
     if best:
         trial = best[0]
         std = trial.user_attrs.get("cv_std")
-        value = f"{trial.value:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        value = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
         items.append(("best trial", f"#{trial.number}: {config.study.metric} {value}"))
         items.append(("best parameters", json.dumps(trial.params, default=str)))
     else:

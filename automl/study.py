@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
 JOURNAL_FILE = "study.journal"
+LATENCY_OBJECTIVE = "latency_ms_per_image"
 # Study user attributes that let a worker on another machine join: the resolved configuration
 # (without the storage URL, which may hold a password) and a fingerprint of the splits.
 CONFIG_ATTR = "automl_config_resolved"
@@ -278,13 +279,15 @@ def create_or_load(config: Config) -> optuna.Study:
         storage=storage,
         sampler=make_sampler(config, n_existing_trials=n_existing),
         pruner=make_pruner(config),
-        direction=config.study.direction,
+        directions=config.study.directions,
         load_if_exists=True,
     )
     if n_existing == 0:
         with warnings.catch_warnings():  # set_metric_names is still marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([config.study.metric])
+            study.set_metric_names(
+                [config.study.metric, LATENCY_OBJECTIVE][: len(study.directions)]
+            )
         study.set_user_attr("automl_config", str(paths_for(config).config))
         for params in config.study.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
@@ -324,13 +327,24 @@ def finished_counts(study: optuna.Study) -> dict[str, int]:
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The ``k`` best completed trials, best first (ties: lower trial number first)."""
     complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values
     ]
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    complete.sort(key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    sign = -1.0 if maximize else 1.0
+    complete.sort(key=lambda t: (sign * float(t.values[0]), t.number))
     return complete[:k]
+
+
+def primary_value(trial: FrozenTrial) -> float | None:
+    """The metric of a trial (its first objective), or None when it has no value."""
+    return float(trial.values[0]) if trial.values else None
+
+
+def pareto_numbers(study: optuna.Study) -> set[int]:
+    """Trials on the Pareto front of a multi-objective study (empty for one objective)."""
+    if len(study.directions) < 2:
+        return set()
+    return {t.number for t in study.best_trials}
 
 
 def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -338,6 +352,7 @@ def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     retried_as = {t.user_attrs[RETRY_OF]: t.number for t in trials if RETRY_OF in t.user_attrs}
     rows = []
+    pareto = pareto_numbers(study)
     for t in trials:
         reason = t.user_attrs.get("fail_reason")
         if t.state == TrialState.FAIL and reason is None:
@@ -349,7 +364,9 @@ def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
             {
                 "trial": t.number,
                 "state": t.state.name.lower(),
-                "value": t.value,
+                "value": primary_value(t),
+                "latency_ms": t.user_attrs.get("latency_ms_per_image"),
+                "pareto": t.number in pareto,
                 "cv_std": t.user_attrs.get("cv_std"),
                 "fold_scores": t.user_attrs.get("fold_scores", []),
                 "epochs": t.user_attrs.get("epochs_total"),

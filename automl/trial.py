@@ -137,7 +137,8 @@ class _FoldReporter(keras.callbacks.Callback):
             }
         )
         step = self.fold * self.stride + epoch
-        if math.isfinite(score):
+        # Optuna cannot prune multi-objective trials: report only with a single objective.
+        if math.isfinite(score) and len(self.trial.study.directions) == 1:
             self.trial.report(score, step)
             if self.trial.should_prune():
                 self.pruned_at = step
@@ -152,6 +153,8 @@ class Objective:
         self.splits = splits
         self.study_dir = study_dir
         self.stride = config.space.max_epochs()
+        # Metric and latency: the trial returns both and is never pruned.
+        self.multi_objective = config.study.latency_objective
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.config.space.suggest(trial)
@@ -252,6 +255,7 @@ class Objective:
         n_params: dict[str, int] = {}
         class_weight = _class_weights(tuning.labels, n_classes, params["class_weight"])
         reused: list[int] = []
+        latency: float | None = None
         for fold, (train_idx, val_idx) in enumerate(splits.folds):
             finished = _take_finished_fold(resume_dir, out_dir, fold, params, val_idx)
             if finished is not None:
@@ -261,7 +265,7 @@ class Objective:
                 epochs_run.append(len(finished["history"]))
                 n_params = finished["n_params"]
                 for record in finished["history"]:  # the pruner sees the fold as if rerun
-                    if math.isfinite(record["val_metric"]):
+                    if math.isfinite(record["val_metric"]) and not self.multi_objective:
                         trial.report(record["val_metric"], fold * self.stride + record["epoch"])
                 reused.append(fold)
                 continue
@@ -339,9 +343,8 @@ class Objective:
                     "model_size_mb",
                     round((out_dir / f"fold_{fold}.keras").stat().st_size / 1e6, 3),
                 )
-                trial.set_user_attr(
-                    "latency_ms_per_image", round(latency_ms(model, tuning.images[:1]), 3)
-                )
+                latency = round(latency_ms(model, tuning.images[:1]), 3)
+                trial.set_user_attr("latency_ms_per_image", latency)
             _save_finished_fold(
                 out_dir, fold, params, val_idx, probabilities, score, reporter.history, n_params
             )
@@ -369,6 +372,12 @@ class Objective:
             augment=params["augment"],
             seed=seed,
         )
+        if self.multi_objective:
+            if latency is None:  # every fold was reused from a dead worker's trial
+                reloaded = keras.saving.load_model(out_dir / "fold_0.keras", safe_mode=True)
+                latency = round(latency_ms(reloaded, tuning.images[:1]), 3)
+                trial.set_user_attr("latency_ms_per_image", latency)
+            return float(np.mean(fold_scores)), latency  # type: ignore[return-value]
         return float(np.mean(fold_scores))
 
     def _record(

@@ -31,6 +31,7 @@ from automl.study import (
     finished_counts,
     paths_for,
     publish_config,
+    top_trials,
 )
 
 logger = logging.getLogger(__name__)
@@ -225,15 +226,19 @@ def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     folds = trial.user_attrs.get("fold_scores", [])
     shown = " ".join(f"{s:.3f}" for s in folds)
     seconds = trial.user_attrs.get("train_seconds", 0.0)
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
-        best = study.best_value
+    if trial.state == TrialState.COMPLETE and trial.values:
+        best = top_trials(study, 1)
+        latency = ""
+        if len(trial.values) > 1:
+            latency = f", {trial.values[1]:.1f} ms/image; Pareto front {len(study.best_trials)}"
         logger.info(
-            "trial %d complete: %.4f (folds %s) in %.0f s; best %.4f",
+            "trial %d complete: %.4f (folds %s) in %.0f s%s; best %.4f",
             trial.number,
-            trial.value,
+            trial.values[0],
             shown,
             seconds,
-            best,
+            latency,
+            best[0].values[0] if best else trial.values[0],
         )
     elif trial.state == TrialState.PRUNED:
         logger.info(
@@ -254,16 +259,18 @@ def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any] | None:
-    """Best trial's number, value, CV std and parameters, or None when none completed."""
-    try:
-        best = study.best_trial
-    except ValueError:
+    """Best trial's number, value, CV std and parameters, or None when none completed.
+
+    With a latency objective "best" is the best metric; ``pareto`` counts the front.
+    """
+    top = top_trials(study, 1)
+    if not top or not math.isfinite(top[0].values[0]):
         return None
-    if best.value is None or not math.isfinite(best.value):
-        return None
+    best = top[0]
     return {
+        "pareto": len(study.best_trials) if len(study.directions) > 1 else None,
         "trial": best.number,
-        "value": best.value,
+        "value": best.values[0],
         "cv_std": best.user_attrs.get("cv_std"),
         "fold_scores": best.user_attrs.get("fold_scores"),
         "params": best.params,

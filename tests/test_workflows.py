@@ -221,10 +221,18 @@ def test_breast_histology_workflow(shared_data: Path, tmp_path: Path) -> None:
     from automl.study import load_study
 
     _, study = load_study("breast_histology", studies)
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state.name == "COMPLETE":
-            for key in ("n_params", "model_size_mb", "latency_ms_per_image"):
-                assert trial.user_attrs[key] > 0, key
+    assert len(study.directions) == 2  # macro-F1 up, latency down
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    for trial in complete:
+        for key in ("n_params", "model_size_mb", "latency_ms_per_image"):
+            assert trial.user_attrs[key] > 0, key
+        assert trial.values[1] == trial.user_attrs["latency_ms_per_image"]
+        assert trial.intermediate_values == {}  # multi-objective trials are not pruned
+    shown = _invoke("show", "--study", "breast_histology", "--studies-dir", str(studies))
+    assert "Pareto front]" in shown.stdout
+    report = _invoke("report", "--study", "breast_histology", "--studies-dir", str(studies))
+    assert "report.html" in report.stdout
     _invoke(
         "ensemble", "--study", "breast_histology", "--studies-dir", str(studies), "--no-progress"
     )
