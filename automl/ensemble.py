@@ -32,7 +32,7 @@ from automl.export import (
     write_frame_csv,
     write_json,
 )
-from automl.metrics import classification_report
+from automl.metrics import METRICS, classification_report
 from automl.study import paths_for, top_trials, trial_folder
 from automl.thresholds import Threshold, choose_threshold, rates_at
 from automl.voting import Vote, vote
@@ -40,7 +40,7 @@ from automl.voting import Vote, vote
 logger = logging.getLogger(__name__)
 
 MANIFEST = "ensemble.json"
-_SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+_SUMMARY_METRICS = METRICS
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from automl.config import Config
 from automl.ensemble import load_manifest
 from automl.errors import StudyError
 from automl.export import PROBABILITY_PREFIX, atomic_write_text
+from automl.metrics import METRICS
 from automl.study import (
     finished_counts,
     leaderboard_rows,
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
 HOLDOUT_PREDICTIONS = "holdout_predictions.csv"
-_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+_SCORES = METRICS
 
 
 @dataclass(frozen=True)

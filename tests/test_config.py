@@ -154,7 +154,7 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
             "study: {name: demo, trials: 5}\ndata: {format: digits}\n",
             r"study\.trials is not a known key; valid keys here: name, metric, direction, "
             r"n_trials, timeout, seed, sampler, pruner, storage, studies_dir, enqueue, "
-            r"artifacts_dir, heartbeat_interval, grace_period, max_retries\.",
+            r"artifacts_dir, heartbeat_interval, grace_period, max_retries, latency_objective\.",
         ),
         (
             "data: {format: digits, img_size: 16}\n",
