@@ -43,8 +43,10 @@ def sizes(quick: bool) -> dict[str, int]:
     return dict(QUICK if quick else FULL)
 
 
-def wbc_subset(dest: Path, per_class: int, test_per_class: int, seed: int = 0) -> tuple[Path, Path]:
-    """Copy seeded random per-class subsets of TRAIN and TEST into ``dest/train`` and ``dest/test``.
+def wbc_subset(
+    dest: Path, per_class: int, test_per_class: int, seed: int = 0
+) -> tuple[Path, Path]:
+    """Copy seeded random per-class subsets of TRAIN and TEST into ``dest/{train,test}``.
 
     Random, not the first by name: consecutive names are augmented copies of the same cell.
     """
@@ -54,7 +56,10 @@ def wbc_subset(dest: Path, per_class: int, test_per_class: int, seed: int = 0) -
             "repository or point AUTOML_SHARED_DATA at it."
         )
     rng = np.random.default_rng(seed)
-    for split, n, out in (("TRAIN", per_class, dest / "train"), ("TEST", test_per_class, dest / "test")):
+    for split, n, out in (
+        ("TRAIN", per_class, dest / "train"),
+        ("TEST", test_per_class, dest / "test"),
+    ):
         for name in WBC_CLASSES:
             files = sorted((WBC_AUG / split / name).glob("*.jpg"))
             picked = rng.choice(len(files), size=min(n, len(files)), replace=False)

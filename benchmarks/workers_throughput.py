@@ -12,7 +12,7 @@ memory after every trial; on a 2-core machine two workers also share the same tw
 expect little gain from the second worker on CPU. The load average at the start is recorded:
 other processes running on the machine slow every setting.
 
-    python benchmarks/workers_throughput.py [--n-trials 6] [--settings in-process,1,2]
+    python benchmarks/workers_throughput.py [--quick] [--n-trials 6] [--settings in-process,1,2]
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+REPO = common.REPO
 SPACE = REPO / "search_spaces" / "quickstart.yaml"
 
 
@@ -92,46 +94,38 @@ def run_setting(setting: str, n_trials: int, studies: Path) -> dict[str, object]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-trials", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="2 trials per setting")
+    parser.add_argument("--n-trials", type=int, default=None, help="default 6 (quick: 2)")
     parser.add_argument("--settings", default="in-process,1,2")
     args = parser.parse_args()
+    n_trials = args.n_trials or (2 if args.quick else 6)
     rows = []
     with tempfile.TemporaryDirectory(prefix="automl_workers_bench_") as tmp:
         for setting in args.settings.split(","):
-            row = run_setting(setting.strip(), args.n_trials, Path(tmp))
+            row = run_setting(setting.strip(), n_trials, Path(tmp))
             print(json.dumps(row), flush=True)
             rows.append(row)
-    machine = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "workers_throughput.json").write_text(
-        json.dumps({"machine": machine, "n_trials": args.n_trials, "rows": rows}, indent=2) + "\n",
-        encoding="utf-8",
+    common.save_results(
+        "workers_throughput",
+        title=f"Trials per hour, quick-start space ({n_trials} trials, pruning off)",
+        description=(
+            "wall = the whole `automl tune` command; window = first trial start to last trial "
+            "end. Worker processes pay a TensorFlow import per trial (one process per trial). "
+            "A load average above 0 at the start means other processes shared the CPUs."
+        ),
+        rows=rows,
+        columns=[
+            "setting",
+            "trials",
+            "wall_seconds",
+            "trials_per_hour_wall",
+            "window_seconds",
+            "trials_per_hour_window",
+            "mean_train_seconds",
+            "load_average_at_start",
+        ],
+        quick=args.quick,
     )
-    lines = [
-        f"# Trials per hour, quick-start space ({args.n_trials} trials, pruning off)",
-        "",
-        f"{machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}; "
-        "wall = the whole `automl tune` command; window = first trial start to last trial end.",
-        "A load average above 0 at the start means other processes shared the CPUs.",
-        "",
-        "| setting | trials | wall s | trials/h (wall) | window s | trials/h (window) "
-        "| mean train s/trial | load avg at start |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['setting']} | {r['trials']} | {r['wall_seconds']} | "
-            f"{r['trials_per_hour_wall']} | {r['window_seconds']} | "
-            f"{r['trials_per_hour_window']} | {r['mean_train_seconds']} | "
-            f"{r['load_average_at_start']} |"
-        )
-    table = "\n".join(lines) + "\n"
-    (RESULTS / "workers_throughput.md").write_text(table, encoding="utf-8")
-    print(table)
 
 
 if __name__ == "__main__":
