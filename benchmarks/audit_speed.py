@@ -7,7 +7,7 @@ Then audits it in a fresh process and records the wall time and the peak residen
 (``resource.getrusage``) of that process. Results go to stdout and to
 ``benchmarks/results/audit_speed.{json,md}``.
 
-    python benchmarks/audit_speed.py [--n 17000] [--folder /tmp/automl_audit_bench]
+    python benchmarks/audit_speed.py [--quick] [--n 17000] [--folder /tmp/automl_audit_bench]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,9 +25,11 @@ from pathlib import Path
 
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+SHARED = common.SHARED_DATA
 SIZE = (360, 363)
 
 
@@ -84,50 +85,46 @@ def audit(folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=17000)
-    parser.add_argument(
-        "--folder", type=Path, default=Path(tempfile.gettempdir()) / "automl_audit_bench"
-    )
+    parser.add_argument("--quick", action="store_true", help="1,000 images instead of 17,000")
+    parser.add_argument("--n", type=int, default=None, help="number of images (default 17000)")
+    parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    n = args.n or (1000 if args.quick else 17000)
+    # One folder per size: a folder built for another n would hold extra files.
+    folder = args.folder or Path(tempfile.gettempdir()) / f"automl_audit_bench_{n}"
     if args.child:
-        audit(args.folder)
+        audit(folder)
         return
     started = time.perf_counter()
-    n = build(args.folder, args.n)
+    n = build(folder, n)
     built = time.perf_counter() - started
-    print(f"data: {n} JPEGs of {SIZE[0]}x{SIZE[1]} in {args.folder} ({built:.0f} s to build)")
+    print(f"data: {n} JPEGs of {SIZE[0]}x{SIZE[1]} in {folder} ({built:.0f} s to build)")
     child = subprocess.run(
-        [sys.executable, __file__, "--child", "--folder", str(args.folder)],
+        [sys.executable, __file__, "--child", "--folder", str(folder)],
         check=True,
         capture_output=True,
         text=True,
     )
     measured = json.loads(child.stdout.strip().splitlines()[-1])
-    measured.update(
-        {
-            "load_average_1min_after": round(os.getloadavg()[0], 2),
-            "cpu_cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "image_size_px": list(SIZE),
-            "date": time.strftime("%Y-%m-%d"),
-        }
+    common.save_results(
+        "audit_speed",
+        title=f"automl audit speed: {measured['images']} real BCCD JPEGs at {SIZE[0]}x{SIZE[1]}",
+        description=(
+            "Wall time and peak resident memory of `automl audit` in a fresh process (hashing, "
+            "duplicate groups, outliers, HTML report)."
+        ),
+        rows=[measured],
+        columns=[
+            "images",
+            "seconds",
+            "peak_rss_mb",
+            "duplicate_groups",
+            "images_in_duplicate_groups",
+            "flagged_files",
+        ],
+        quick=args.quick,
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "audit_speed.json").write_text(json.dumps(measured, indent=2) + "\n")
-    (RESULTS / "audit_speed.md").write_text(
-        "# automl audit speed\n\n"
-        f"{measured['images']} real BCCD JPEGs re-encoded at {SIZE[0]}x{SIZE[1]} px, "
-        f"{measured['cpu_cores']} CPU cores, Python {measured['python']}, {measured['date']}.\n\n"
-        "| wall time (s) | peak RSS (MB) | duplicate groups | images in groups | flagged files |\n"
-        "|---|---|---|---|---|\n"
-        f"| {measured['seconds']} | {measured['peak_rss_mb']} | {measured['duplicate_groups']} | "
-        f"{measured['images_in_duplicate_groups']} | {measured['flagged_files']} |\n\n"
-        f"Links found: {measured['links']}. Load average right after the run: "
-        f"{measured['load_average_1min_after']} (other processes sharing the cores slow it "
-        "down). Run: `python benchmarks/audit_speed.py`.\n"
-    )
-    print(json.dumps(measured, indent=2))
 
 
 if __name__ == "__main__":
