@@ -1,0 +1,266 @@
+"""Overhead: one automl trial (one fold, fixed parameters) vs a plain ``model.fit`` script.
+
+Both sides train the hand-tuned custom CNN (``common.hand_tuned_space``; flips on) on the same
+fold of the same real blood-cell subset (``common.wbc_subset``; the study's first grouped fold
+from ``automl.tune.prepare_splits``), with the same Keras seed and the same number of epochs.
+
+- **automl**: what ``automl tune`` does for a trial. The study is created as ``run_tune`` does
+  (``create_or_load`` with its journal storage, resolved configuration and splits saved, pruner
+  ``none``), then ``automl.tune.optimize`` runs one trial of the k-fold ``Objective`` on splits
+  cut to the first fold. Timed: that ``optimize`` call, i.e. everything automl does per trial:
+  the ``tf.data`` pipeline, per-epoch validation predictions and reports to Optuna, saving the
+  fold model, out-of-fold probabilities and history, the latency measurement, the dashboard
+  pictures and note, the storage writes. Creating the study is once per study, not per trial,
+  and is reported apart (``study_setup_s``).
+- **plain**: what a notebook does. ``tf.data.Dataset.from_tensor_slices`` over the fold's
+  images as float32 and one-hot labels, shuffle, batch 32, the same flips with a
+  ``keras.layers.RandomFlip`` map, prefetch; ``model.fit(..., validation_data=...)`` on the
+  validation fold; ``model.save``. The model comes from the same ``build_model`` call.
+
+Excluded on both sides: importing TensorFlow and automl, and reading and decoding the data
+(``prepare_splits``: shared, and done once per study). Each run is its own process; the two
+sides alternate which goes first from repeat to repeat, and the medians are compared.
+``trial_train_s`` is automl's own ``train_seconds`` (model build, fit with validation, saving
+the fold model), so the rest of the automl time is bookkeeping after training. A single trial
+in a fresh process also pays one-off costs (first plot drawn, first storage writes) that later
+trials of a study do not.
+
+Target: automl / plain <= 1.10. The validation accuracy of both is recorded as a sanity check:
+the same training should score alike (not identically: the two shuffle differently).
+
+    python benchmarks/overhead.py [--quick] [--repeats 3] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+TARGET = 1.10
+SIDES = ("automl", "plain")
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Child process: one side, once; return its wall time and validation accuracy."""
+    # All imported before the clock starts (automl.trial brings matplotlib for the trial's
+    # pictures): a study pays its imports once, not per trial.
+    import keras
+    import numpy as np
+    import optuna
+    import tensorflow as tf
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from automl.config import config_from_dict
+    from automl.export import atomic_write_text
+    from automl.models import build_model
+    from automl.study import create_or_load, paths_for, publish_config
+    from automl.trial import configure_device, trial_seed
+    from automl.tune import log_trial, optimize, prepare_splits
+
+    size, seed, side = spec["size"], spec["seed"], spec["side"]
+    config = config_from_dict(
+        common.study_config(
+            name=f"overhead_{side}_{spec['repeat']}",
+            studies_dir=Path(spec["studies"]),
+            train=Path(spec["train"]),
+            test=Path(spec["test"]),
+            size=size,
+            space=common.hand_tuned_space(size["epochs"]),
+            seed=seed,
+            pruner={"name": "none"},
+            n_trials=1,
+        ),
+        source="benchmarks/overhead.py",
+    )
+    splits = prepare_splits(config)
+    one_fold = dataclasses.replace(splits, folds=splits.folds[:1])
+    train_idx, val_idx = one_fold.folds[0]
+    configure_device(config.training.mixed_precision)
+    row: dict[str, Any] = {
+        "side": side,
+        "repeat": spec["repeat"],
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "epochs": size["epochs"],
+    }
+    if side == "automl":
+        started = time.perf_counter()
+        # As run_tune does before its trials (minus the data checks already done above).
+        paths = paths_for(config)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        study = create_or_load(config)
+        config.save(paths.config)
+        atomic_write_text(paths.splits, json.dumps(one_fold.to_dict()))
+        publish_config(study, config, one_fold.to_dict())
+        row["study_setup_s"] = time.perf_counter() - started
+        counted = (TrialState.COMPLETE, TrialState.PRUNED)
+        started = time.perf_counter()
+        optimize(
+            study,
+            config,
+            one_fold,
+            n_trials=1,
+            callbacks=[log_trial, MaxTrialsCallback(1, states=counted)],
+            progress=False,
+        )
+        row["seconds"] = time.perf_counter() - started
+        trial = study.trials[-1]
+        if trial.state != TrialState.COMPLETE:
+            raise SystemExit(f"the trial ended {trial.state.name}: {trial.user_attrs}")
+        row["val_accuracy"] = trial.user_attrs["fold_scores"][0]
+        row["trial_train_s"] = trial.user_attrs["train_seconds"]
+        return row
+
+    params = config.space.suggest(optuna.trial.FixedTrial({}))  # every value is fixed
+    tuning = one_fold.tuning
+    n_classes = one_fold.n_classes
+    batch_size = int(params["batch_size"])
+    model_seed = trial_seed(config.study.seed, 0)  # the seed automl's trial 0, fold 0 uses
+    flip = params["augment"]["flip"]
+    out = Path(spec["studies"]) / f"plain_{spec['repeat']}"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    keras.utils.set_random_seed(model_seed)
+    model = build_model(
+        params,
+        n_classes=n_classes,
+        image_size=config.data.image_size,
+        jit_compile=config.training.jit_compile,
+    )
+
+    def tensors(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = tuning.images[indices].astype("float32")
+        return images, keras.utils.to_categorical(tuning.labels[indices], n_classes)
+
+    augment = keras.layers.RandomFlip(flip, seed=model_seed)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices(tensors(train_idx))
+        .shuffle(len(train_idx), seed=model_seed)
+        .batch(batch_size)
+        .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices(tensors(val_idx)).batch(batch_size)
+    history = model.fit(train_ds, epochs=int(params["epochs"]), validation_data=val_ds, verbose=0)
+    model.save(out / "model.keras")
+    row["seconds"] = time.perf_counter() - started
+    row["val_accuracy"] = float(history.history["val_accuracy"][-1])
+    return row
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--run-one", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=common.REPO,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{spec['side']}: the child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_one is not None:
+        print(json.dumps(run_one(json.loads(args.run_one))), flush=True)
+        return
+    size = common.sizes(args.quick)
+    repeats = args.repeats or (1 if args.quick else 3)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="automl_overhead_bench_") as tmp:
+        work = Path(tmp)
+        train, test = common.wbc_subset(
+            work / "data", size["per_class"], size["test_per_class"], args.seed
+        )
+        for repeat in range(repeats):
+            # Alternate which side goes first, so that a drift of the machine's load is shared.
+            for side in SIDES if repeat % 2 == 0 else SIDES[::-1]:
+                spec = {
+                    "side": side,
+                    "repeat": repeat,
+                    "train": str(train),
+                    "test": str(test),
+                    "studies": str(work / "studies"),
+                    "size": size,
+                    "seed": args.seed,
+                }
+                run = run_child(spec)
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+    rows = []
+    for side in SIDES:
+        group = [r for r in runs if r["side"] == side]
+        row: dict[str, Any] = {
+            "side": side,
+            "repeats": len(group),
+            "train_images": group[0]["train_images"],
+            "val_images": group[0]["val_images"],
+            "epochs": group[0]["epochs"],
+            "seconds": round(statistics.median(r["seconds"] for r in group), 2),
+            "seconds_all": [round(r["seconds"], 2) for r in group],
+            "val_accuracy": round(statistics.median(r["val_accuracy"] for r in group), 4),
+        }
+        for figure in ("trial_train_s", "study_setup_s"):
+            if figure in group[0]:
+                row[figure] = round(statistics.median(r[figure] for r in group), 2)
+        rows.append(row)
+    automl_row, plain_row = rows
+    ratio = round(automl_row["seconds"] / plain_row["seconds"], 3)
+    automl_row["ratio_to_plain"] = ratio
+    met = ratio <= TARGET
+    common.save_results(
+        "overhead",
+        title=(
+            f"Overhead of one automl trial vs a plain model.fit script "
+            f"({automl_row['train_images']} training images, {size['epochs']} epochs)"
+        ),
+        description=(
+            f"bccd_wbc_aug subset, first of {size['n_folds']} grouped folds "
+            f"({automl_row['train_images']} train / {automl_row['val_images']} validation "
+            f"images), {size['image_size']} px, the hand-tuned custom CNN with flips, seed "
+            f"{args.seed}; median of {repeats} run(s) per side, each in its own process, "
+            "alternating order. seconds: automl = `optimize` of one trial (everything a trial "
+            "does); plain = model build + tf.data + fit with validation + model.save. Data "
+            "reading and imports excluded on both sides. trial_train_s: automl's own "
+            "train_seconds (build, fit, fold model saved); study_setup_s: creating the study, "
+            f"once per study. Target automl / plain <= {TARGET:.2f}: "
+            f"{'met' if met else 'not met'} ({ratio:.2f})."
+        ),
+        rows=rows,
+        columns=[
+            "side",
+            "seconds",
+            "ratio_to_plain",
+            "trial_train_s",
+            "study_setup_s",
+            "val_accuracy",
+            "train_images",
+            "val_images",
+            "epochs",
+        ],
+        extra={"target_ratio": TARGET, "ratio": ratio, "target_met": met, "runs": runs},
+        quick=args.quick,
+    )
+
+
+if __name__ == "__main__":
+    main()
