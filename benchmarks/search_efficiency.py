@@ -1,0 +1,468 @@
+"""Search efficiency: best CV accuracy over wall-clock time, automl vs the tools users would pick.
+
+Same data, same folds, same search space, same wall-clock budget, 3 seeds each:
+
+- ``automl``: TPE + median pruner + k-fold, what ``automl tune`` runs (automl's ``Objective``);
+- ``optuna_random``: Optuna random sampling, no pruning, the same k-fold objective;
+- ``kt_hyperband``: KerasTuner ``Hyperband`` (max_epochs = the space's epochs, factor 3);
+- ``kt_random``: KerasTuner ``RandomSearch``;
+- ``floor``: the hand-tuned notebook CNN (``common.hand_tuned_space``), one trial per seed.
+
+The KerasTuner tuners draw automl's exact space: an adapter hands KerasTuner's ``hp`` to
+automl's ``SearchSpace.suggest`` as if it were an Optuna trial (``hp.Int``/``Float``/``Choice``
+for ``suggest_int``/``float``/``categorical``, log scale kept). Their ``run_trial`` trains the
+same k folds with automl's model builder and ``tf.data`` pipeline and returns the mean fold
+accuracy, so the tools differ only in how they search; Hyperband continues a promoted trial
+from each fold's saved weights, as KerasTuner does for its single model.
+
+Each (tool, seed) runs in its own process, one after another, with the clock starting when the
+tuner starts (data already decoded, the same arrays for all). A tool starts no trial after the
+budget; a trial that ends after it does not count. A trial's CV score counts when it finishes
+every fold (a Hyperband trial at fewer epochs counts: its models exist). Reported per tool,
+medians over seeds: best CV accuracy at the budget, time to reach the floor's CV score, and
+time to get within 0.01 (1 point) of the best score any run found. Target: automl <= 0.5x
+KerasTuner Hyperband's time. The curves go to ``results/search_efficiency.png``.
+
+    python benchmarks/search_efficiency.py [--quick] [--budget 240] [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+METHODS = ("automl", "optuna_random", "kt_hyperband", "kt_random")
+WITHIN = 0.01  # "within 1 point" of the best score any run found, in accuracy
+RESULT_PREFIX = "RESULT "
+
+
+# --------------------------------------------------------------------------------------------
+# One run (in its own process)
+# --------------------------------------------------------------------------------------------
+
+
+def _config(method: str, seed: int, work: Path, size: dict[str, int], budget: float):
+    from automl.config import config_from_dict
+
+    if method == "floor":
+        space, sampler, pruner, n_trials = common.hand_tuned_space(size["epochs"]), None, None, 1
+    else:
+        space, n_trials = common.search_space(size["epochs"]), None
+        sampler = {"name": "random"} if method != "automl" else None  # automl: common's TPE
+        pruner = {"name": "none"} if method != "automl" else None  # automl: common's median
+    raw = common.study_config(
+        name=f"{method}_seed{seed}",
+        studies_dir=work / "studies",
+        train=work / "data" / "train",
+        test=work / "data" / "test",
+        size=size,
+        space=space,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        n_trials=n_trials,
+        timeout=None if method == "floor" else budget,
+    )
+    return config_from_dict(raw, source=f"benchmarks/search_efficiency.py:{method}")
+
+
+def _fixed_splits(work: Path, size: dict[str, int]):
+    """The folds every tool and seed uses: those of the seed-0 configuration."""
+    from automl.tune import prepare_splits
+
+    return prepare_splits(_config("automl", 0, work, size, budget=1.0))
+
+
+def run_optuna(method: str, seed: int, work: Path, size: dict[str, int], budget: float) -> dict:
+    """automl, Optuna random or the floor: automl's own k-fold objective on the fixed folds."""
+    import optuna
+
+    from automl.study import artifacts_root, create_or_load
+    from automl.trial import Objective, TrialFailed
+
+    config = _config(method, seed, work, size, budget)
+    splits = _fixed_splits(work, size)
+    study = create_or_load(config)
+    events: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        events.append(
+            {
+                "t": round(time.perf_counter() - started, 2),
+                "value": trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
+                "state": trial.state.name.lower(),
+                "epochs": trial.user_attrs.get("epochs_total", 0),
+            }
+        )
+
+    study.optimize(
+        Objective(config, splits, artifacts_root(config)),
+        n_trials=config.study.n_trials,
+        timeout=config.study.timeout,
+        catch=(TrialFailed,),
+        callbacks=[record],
+        gc_after_trial=True,
+    )
+    return {"events": events}
+
+
+class _HpAsOptunaTrial:
+    """KerasTuner's ``hp`` behind the ``suggest_*`` calls automl's ``SearchSpace`` makes."""
+
+    def __init__(self, hp: Any) -> None:
+        self.hp = hp
+
+    def suggest_float(self, name, low, high, *, log=False, step=None):
+        sampling = "log" if log else "linear"
+        return self.hp.Float(name, low, high, step=step, sampling=sampling)
+
+    def suggest_int(self, name, low, high, *, log=False, step=1):
+        sampling = "log" if log else "linear"
+        return self.hp.Int(name, low, high, step=step or 1, sampling=sampling)
+
+    def suggest_categorical(self, name, choices):
+        return self.hp.Choice(name, list(choices))
+
+
+def run_keras_tuner(
+    method: str, seed: int, work: Path, size: dict[str, int], budget: float
+) -> dict:
+    """KerasTuner Hyperband or RandomSearch over automl's space, k folds per trial."""
+    import keras
+    import keras_tuner as kt
+
+    from automl.metrics import compute_metric
+    from automl.models import build_model
+    from automl.pipeline import make_dataset
+
+    config = _config("automl", seed, work, size, budget)
+    splits = _fixed_splits(work, size)
+    space, tuning, n_classes = config.space, splits.tuning, splits.n_classes
+    image_size = config.data.image_size
+    checkpoints = work / "kt_weights" / f"{method}_seed{seed}"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    events: list[dict[str, Any]] = []
+
+    class HyperModel(kt.HyperModel):
+        def build(self, hp):
+            params = space.suggest(_HpAsOptunaTrial(hp))
+            return build_model(params, n_classes=n_classes, image_size=image_size)
+
+    class KFoldMixin:
+        def pre_create_trial(self):
+            # KerasTuner has no time budget: stop asking the oracle for trials once it is spent.
+            if time.perf_counter() - started >= budget:
+                self.oracle.max_trials = len(self.oracle.trials)
+            super().pre_create_trial()
+
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            params = space.suggest(_HpAsOptunaTrial(hp))
+            epochs = int(hp.values.get("tuner/epochs", params["epochs"]))
+            initial_epoch = int(hp.values.get("tuner/initial_epoch", 0))
+            resume_from = hp.values.get("tuner/trial_id")
+            trial_seed = seed * 10_000 + len(events)
+            scores = []
+            for fold, (train_idx, val_idx) in enumerate(splits.folds):
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(trial_seed + fold)
+                model = build_model(params, n_classes=n_classes, image_size=image_size)
+                if resume_from is not None:
+                    model.load_weights(checkpoints / f"{resume_from}_fold{fold}.weights.h5")
+                train = make_dataset(
+                    tuning.images,
+                    tuning.labels,
+                    train_idx,
+                    n_classes=n_classes,
+                    batch_size=int(params["batch_size"]),
+                    training=True,
+                    augment=params["augment"],
+                    seed=trial_seed + fold,
+                )
+                model.fit(
+                    train, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, verbose=0
+                )
+                if method == "kt_hyperband":
+                    model.save_weights(checkpoints / f"{trial.trial_id}_fold{fold}.weights.h5")
+                val = make_dataset(
+                    tuning.images, None, val_idx, n_classes=n_classes, batch_size=256
+                )
+                probabilities = model.predict(val, verbose=0)
+                scores.append(compute_metric("accuracy", tuning.labels[val_idx], probabilities))
+            value = float(np.mean(scores))
+            events.append(
+                {
+                    "t": round(time.perf_counter() - started, 2),
+                    "value": value,
+                    "state": "complete",
+                    "epochs": (epochs - initial_epoch) * len(splits.folds),
+                    "trial_epochs": epochs,
+                }
+            )
+            return value
+
+    common_args = {
+        "hypermodel": HyperModel(),
+        "objective": kt.Objective("val_accuracy", direction="max"),
+        "seed": seed,
+        "directory": str(work / "kt"),
+        "project_name": f"{method}_seed{seed}",
+        "overwrite": True,
+    }
+    started = time.perf_counter()
+    if method == "kt_hyperband":
+
+        class Tuner(KFoldMixin, kt.Hyperband):
+            pass
+
+        tuner = Tuner(
+            max_epochs=int(space.max_epochs()),
+            factor=3,
+            hyperband_iterations=1000,  # the budget ends the search, not the iterations
+            **common_args,
+        )
+    else:
+
+        class Tuner(KFoldMixin, kt.RandomSearch):  # type: ignore[no-redef]
+            pass
+
+        tuner = Tuner(max_trials=100_000, **common_args)
+    tuner.search(verbose=0)
+    return {"events": events}
+
+
+def run_one(spec: dict[str, Any]) -> None:
+    work, size = Path(spec["work"]), spec["size"]
+    runner = run_keras_tuner if spec["method"].startswith("kt_") else run_optuna
+    result = runner(spec["method"], spec["seed"], work, size, spec["budget"])
+    print(RESULT_PREFIX + json.dumps({**spec, **result}), flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The comparison (parent process)
+# --------------------------------------------------------------------------------------------
+
+
+def launch(spec: dict[str, Any]) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--run-one", json.dumps(spec)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=common.REPO)
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    raise SystemExit(
+        f"{spec['method']} seed {spec['seed']} failed (exit {done.returncode}):\n"
+        f"{done.stderr[-3000:]}"
+    )
+
+
+def curve(events: list[dict[str, Any]], budget: float) -> list[tuple[float, float]]:
+    """Best CV score so far at each improvement, within the budget."""
+    points, best = [], -math.inf
+    for event in sorted(events, key=lambda e: e["t"]):
+        if event["t"] > budget or event["value"] is None:
+            continue
+        if event["value"] > best:
+            best = event["value"]
+            points.append((event["t"], best))
+    return points
+
+
+def time_to(points: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, value in points if value >= target - 1e-12), None)
+
+
+def median_time(times: list[float | None]) -> float | None:
+    """Median over seeds, a run that never got there counting as infinitely slow."""
+    value = statistics.median(math.inf if t is None else t for t in times)
+    return None if math.isinf(value) else round(value, 1)
+
+
+def summarise(runs: list[dict[str, Any]], budget: float) -> tuple[list[dict], dict[str, Any]]:
+    floor_values = [r["events"][0]["value"] for r in runs if r["method"] == "floor"]
+    floor = statistics.median(v for v in floor_values if v is not None)
+    searched = [r for r in runs if r["method"] != "floor"]
+    for run in searched:
+        run["curve"] = curve(run["events"], budget)
+    best_any = max(p[-1][1] for p in (r["curve"] for r in searched) if p)
+    target = best_any - WITHIN
+    rows = []
+    for method in METHODS:
+        mine = [r for r in searched if r["method"] == method]
+        if not mine:
+            continue
+        to_target = [time_to(r["curve"], target) for r in mine]
+        to_floor = [time_to(r["curve"], floor) for r in mine]
+        in_budget = [[e for e in r["events"] if e["t"] <= budget] for r in mine]
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(mine),
+                "best_cv_at_budget": round(
+                    statistics.median(r["curve"][-1][1] if r["curve"] else 0.0 for r in mine), 4
+                ),
+                "trials_scored": round(
+                    statistics.mean(sum(e["value"] is not None for e in ev) for ev in in_budget),
+                    1,
+                ),
+                "trials_pruned": round(
+                    statistics.mean(sum(e["state"] == "pruned" for e in ev) for ev in in_budget),
+                    1,
+                ),
+                "epochs_trained": round(
+                    statistics.mean(sum(e["epochs"] for e in ev) for ev in in_budget), 1
+                ),
+                "reached_target": f"{sum(t is not None for t in to_target)}/{len(mine)}",
+                "seconds_to_target": median_time(to_target),
+                "reached_floor": f"{sum(t is not None for t in to_floor)}/{len(mine)}",
+                "seconds_to_floor": median_time(to_floor),
+            }
+        )
+    rows.append(
+        {
+            "method": "floor (hand-tuned CNN)",
+            "seeds": len(floor_values),
+            "best_cv_at_budget": round(floor, 4),
+            "trials_scored": 1,
+        }
+    )
+    by_method = {row["method"]: row for row in rows}
+    ratio = None
+    automl_time = by_method.get("automl", {}).get("seconds_to_target")
+    hyperband_time = by_method.get("kt_hyperband", {}).get("seconds_to_target")
+    if automl_time is not None and hyperband_time:
+        ratio = round(automl_time / hyperband_time, 3)
+    summary = {
+        "best_any": round(best_any, 4),
+        "target": round(target, 4),
+        "floor": round(floor, 4),
+        "ratio_automl_to_kt_hyperband": ratio,
+    }
+    return rows, summary
+
+
+def plot(runs: list[dict[str, Any]], budget: float, summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip(METHODS, ("C0", "C1", "C2", "C3"), strict=True))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    labelled = set()
+    for run in runs:
+        if run["method"] == "floor" or not run.get("curve"):
+            continue
+        times = [t for t, _ in run["curve"]] + [budget]
+        values = [v for _, v in run["curve"]] + [run["curve"][-1][1]]
+        label = None if run["method"] in labelled else run["method"]
+        labelled.add(run["method"])
+        ax.step(times, values, where="post", color=colours[run["method"]], label=label, alpha=0.8)
+    ax.axhline(summary["floor"], color="grey", linestyle=":", label="hand-tuned floor")
+    ax.axhline(summary["target"], color="black", linestyle="--", label="best any - 0.01")
+    ax.set_xlabel("seconds since the tuner started")
+    ax.set_ylabel("best CV accuracy so far")
+    ax.set_xlim(0, budget)
+    ax.set_title("Search efficiency, bccd_wbc_aug, same space, folds and budget (3 seeds)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, 40 s budget, 1 seed")
+    parser.add_argument("--budget", type=float, default=None, help="seconds (default 240)")
+    parser.add_argument("--seeds", default=None, help="default 0,1,2 (quick: 0)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_one:
+        run_one(json.loads(args.run_one))
+        return
+    size = common.sizes(args.quick)
+    budget = args.budget or (40.0 if args.quick else 240.0)
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    methods = [m.strip() for m in args.methods.split(",")]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="automl_search_bench_") as tmp:
+        work = Path(tmp)
+        common.wbc_subset(work / "data", size["per_class"], size["test_per_class"], seed=0)
+        # Seeds outermost: slow drift of the machine spreads over every tool alike.
+        for seed in seeds:
+            for method in ["floor", *methods]:
+                spec = {
+                    "method": method,
+                    "seed": seed,
+                    "work": str(work),
+                    "size": size,
+                    "budget": budget,
+                }
+                run = launch(spec)
+                scored = [e for e in run["events"] if e["value"] is not None]
+                best = max((e["value"] for e in scored), default=None)
+                print(
+                    f"{method:14s} seed {seed}: {len(run['events'])} trials, "
+                    f"{len(scored)} scored, best {best}",
+                    flush=True,
+                )
+                runs.append(run)
+    rows, summary = summarise(runs, budget)
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    picture = common.RESULTS / f"search_efficiency{'-quick' if args.quick else ''}.png"
+    plot(runs, budget, summary, picture)
+    ratio = summary["ratio_automl_to_kt_hyperband"]
+    verdict = "not measurable" if ratio is None else ("met" if ratio <= 0.5 else "not met")
+    common.save_results(
+        "search_efficiency",
+        title=f"Search efficiency: {budget:.0f} s per tool and seed, seeds {args.seeds or seeds}",
+        description=(
+            f"bccd_wbc_aug subset: {size['per_class']} TRAIN images per class, "
+            f"{size['n_folds']} grouped folds (the same for every run), {size['image_size']} "
+            f"px, {size['epochs']} epochs per fold. Best CV accuracy any run found: "
+            f"{summary['best_any']}; target = within 0.01 of it ({summary['target']}); floor "
+            f"(hand-tuned CNN, median of seeds) {summary['floor']}. Times are medians over "
+            "seeds (a seed that never got there counts as slowest). automl / KerasTuner "
+            f"Hyperband time to target: {ratio} (target <= 0.5: {verdict}). Curves: "
+            f"`{picture.name}`."
+        ),
+        rows=rows,
+        columns=[
+            "method",
+            "seeds",
+            "best_cv_at_budget",
+            "trials_scored",
+            "trials_pruned",
+            "epochs_trained",
+            "reached_target",
+            "seconds_to_target",
+            "reached_floor",
+            "seconds_to_floor",
+        ],
+        extra={
+            "budget_seconds": budget,
+            "sizes": size,
+            "summary": summary,
+            "runs": [{k: r[k] for k in ("method", "seed", "events") if k in r} for r in runs],
+        },
+        quick=args.quick,
+    )
+
+
+if __name__ == "__main__":
+    main()
