@@ -370,7 +370,6 @@ class Objective:
             images=tuning.images,
             train_indices=splits.folds[0][0],
             augment=params["augment"],
-            seed=seed,
         )
         if self.multi_objective:
             if latency is None:  # every fold was reused from a dead worker's trial

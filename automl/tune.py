@@ -203,7 +203,9 @@ def optimize(
         timeout=config.study.timeout,
         catch=(TrialFailed,),
         callbacks=callbacks,
-        gc_after_trial=True,
+        # The objective already clears the Keras session and collects after every trial; a
+        # second full collection here would only cost time (~0.1-0.5 s with TensorFlow loaded).
+        gc_after_trial=False,
         show_progress_bar=progress,
     )
 

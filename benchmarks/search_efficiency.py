@@ -11,9 +11,11 @@ Same data, same folds, same search space, same wall-clock budget, 3 seeds each:
 The KerasTuner tuners draw automl's exact space: an adapter hands KerasTuner's ``hp`` to
 automl's ``SearchSpace.suggest`` as if it were an Optuna trial (``hp.Int``/``Float``/``Choice``
 for ``suggest_int``/``float``/``categorical``, log scale kept). Their ``run_trial`` trains the
-same k folds with automl's model builder and ``tf.data`` pipeline and returns the mean fold
-accuracy, so the tools differ only in how they search; Hyperband continues a promoted trial
-from each fold's saved weights, as KerasTuner does for its single model.
+same k folds with automl's model builder and ``tf.data`` pipeline, with the validation fold as
+``validation_data`` (scored every epoch, as KerasTuner users run it and as automl's pruning
+reports need), and returns the mean fold accuracy, so the tools differ only in how they
+search; Hyperband continues a promoted trial from each fold's saved weights, as KerasTuner does
+for its single model.
 
 Each (tool, seed) runs in its own process, one after another, with the clock starting when the
 tuner starts (data already decoded, the same arrays for all). The process reports and ends when
@@ -93,8 +95,8 @@ def run_optuna(
     """automl, Optuna random or the floor: automl's own k-fold objective on the fixed folds."""
     import optuna
 
-    from automl.study import artifacts_root, create_or_load
-    from automl.trial import Objective, TrialFailed
+    from automl.study import create_or_load
+    from automl.tune import optimize
 
     config = _config(method, seed, work, size, budget)
     splits = _fixed_splits(work, size)
@@ -114,13 +116,9 @@ def run_optuna(
             }
         )
 
-    study.optimize(
-        Objective(config, splits, artifacts_root(config)),
-        n_trials=config.study.n_trials,
-        timeout=config.study.timeout,
-        catch=(TrialFailed,),
-        callbacks=[record],
-        gc_after_trial=True,
+    # What `automl tune` runs in its process (timeout = the budget, from the configuration).
+    optimize(
+        study, config, splits, n_trials=config.study.n_trials, callbacks=[record], progress=False
     )
     return {"events": events}
 
@@ -198,15 +196,22 @@ def run_keras_tuner(
                     augment=params["augment"],
                     seed=trial_seed + fold,
                 )
+                # validation_data, as KerasTuner users pass it: the validation fold is scored
+                # after every epoch, the same work automl's per-epoch pruning reports cost.
+                val = make_dataset(
+                    tuning.images, tuning.labels, val_idx, n_classes=n_classes, batch_size=256
+                )
                 model.fit(
-                    train, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, verbose=0
+                    train,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    validation_data=val,
+                    shuffle=False,
+                    verbose=0,
                 )
                 if method == "kt_hyperband":
                     model.save_weights(checkpoints / f"{trial.trial_id}_fold{fold}.weights.h5")
-                val = make_dataset(
-                    tuning.images, None, val_idx, n_classes=n_classes, batch_size=256
-                )
-                probabilities = model.predict(val, verbose=0)
+                probabilities = model.predict(val.map(lambda x, _y: x), verbose=0)
                 scores.append(compute_metric("accuracy", tuning.labels[val_idx], probabilities))
             value = float(np.mean(scores))
             events.append(

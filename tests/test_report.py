@@ -29,6 +29,7 @@ from automl.artifacts import (
     LEARNING_CURVES,
     OOF_CONFUSION_CSV,
     OOF_CONFUSION_PNG,
+    PREVIEWS_DIR,
     TRIAL_PICTURES,
     PeakMemory,
     trial_note,
@@ -173,6 +174,16 @@ def test_learning_curves_and_augmentation_preview_open_as_images(study: optuna.S
     with Image.open(folder / AUGMENTATION_PREVIEW) as preview:
         # 4 rows (one image per class first) x (original + 3 augmented): taller than wide.
         assert preview.format == "PNG" and preview.size[1] > preview.size[0] * 0.9
+
+
+def test_augmentation_preview_is_drawn_once_per_setting(study: optuna.Study) -> None:
+    # Both completed trials share the study's fixed augmentation: one drawing, copied to both.
+    folders = [Path(t.user_attrs["trial_dir"]) for t in _completed(study)]
+    assert len(folders) == 2
+    drawn = sorted((folders[0].parents[1] / PREVIEWS_DIR).iterdir())
+    assert [p.suffix for p in drawn] == [".png"]  # no half-written temporary left beside it
+    pictures = {(folder / AUGMENTATION_PREVIEW).read_bytes() for folder in folders}
+    assert pictures == {drawn[0].read_bytes()}
 
 
 def _note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
