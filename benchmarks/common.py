@@ -212,6 +212,22 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def run_child(script: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+    """Run ``script --run-one SPEC`` in a fresh process; return the JSON its last line prints.
+
+    One process per measured setting: its imports, traced functions and peak memory are its own.
+    """
+    done = subprocess.run(
+        [sys.executable, script, "--run-one", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{label}: the child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:

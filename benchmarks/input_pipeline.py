@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -232,18 +231,6 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--run-one", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        cwd=common.REPO,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{spec}: the child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Median of each figure per setting, and automl's speedups over ImageDataGenerator."""
     medians: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -328,7 +315,7 @@ def main() -> None:
                     "epochs": epochs,
                     "seed": args.seed,
                 }
-                run = run_child(spec)
+                run = common.run_child(__file__, spec, label=str(spec))
                 run["repeat"] = repeat
                 print(json.dumps(run), flush=True)
                 runs.append(run)

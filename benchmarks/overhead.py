@@ -37,7 +37,6 @@ import argparse
 import dataclasses
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -194,18 +193,6 @@ def plain_fit(
     return time.perf_counter() - started, float(history.history["val_accuracy"][-1])
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--run-one", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        cwd=common.REPO,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{spec['side']}: the child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, 1 repeat")
@@ -236,7 +223,7 @@ def main() -> None:
                     "size": size,
                     "seed": args.seed,
                 }
-                run = run_child(spec)
+                run = common.run_child(__file__, spec, label=str(spec["side"]))
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     rows = []
