@@ -52,7 +52,7 @@ SIDES = ("automl", "plain")
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Child process: one side, once; return its wall time and validation accuracy."""
+    """Child process: one side, twice (first and warm); return its wall times and accuracy."""
     # All imported before the clock starts (automl.trial brings matplotlib for the trial's
     # pictures): a study pays its imports once, not per trial.
     import keras  # noqa: F401  (imported before the clock, used by plain_fit)
