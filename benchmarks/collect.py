@@ -128,12 +128,12 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value} s"
 
 
-def section(results: dict[str, dict[str, Any]]) -> str:
+def section(results: dict[str, dict[str, Any]], summary: str) -> str:
     parts = [
         "Written by `python benchmarks/collect.py` from `results/*.json` and `.md`; each table "
         "below says when, on what machine and with which versions it was measured.",
         "",
-        common.markdown_table(targets(results), ["question", "target", "measured", "verdict"]),
+        summary,
     ]
     for name in ORDER:
         markdown = common.RESULTS / f"{name}.md"
@@ -155,8 +155,11 @@ def main() -> None:
         raise SystemExit(f"{README}: the markers {START} and {END} are missing; add them.")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{section(results)}\n{END}{tail}", encoding="utf-8")
-    print(common.markdown_table(targets(results), ["question", "target", "measured", "verdict"]))
+    summary = common.markdown_table(
+        targets(results), ["question", "target", "measured", "verdict"]
+    )
+    README.write_text(f"{head}{START}\n{section(results, summary)}\n{END}{tail}", encoding="utf-8")
+    print(summary)
     print(f"\nwrote {README}")
 
 

@@ -130,21 +130,12 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         return row
 
     params = config.space.suggest(optuna.trial.FixedTrial({}))  # every value is fixed
-    tuning = one_fold.tuning
-    n_classes = one_fold.n_classes
-    batch_size = int(params["batch_size"])
-    flip = params["augment"]["flip"]
     # Twice, as automl's side: a first fit in a fresh process, then a second in the same one.
     for number, key in ((0, "seconds"), (1, "seconds_warm")):
         seconds, accuracy = plain_fit(
             config,
             params,
-            tuning,
-            n_classes,
-            batch_size,
-            flip,
-            train_idx,
-            val_idx,
+            one_fold,
             model_seed=trial_seed(config.study.seed, number),  # automl's trial <number>, fold 0
             out=Path(spec["studies"]) / f"plain_{spec['repeat']}_{number}",
         )
@@ -154,16 +145,17 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def plain_fit(
-    config, params, tuning, n_classes, batch_size, flip, train_idx, val_idx, *, model_seed, out
-) -> tuple[float, float]:
-    """What a notebook does: tf.data from tensors, fit with validation_data, save."""
+def plain_fit(config, params, one_fold, *, model_seed, out) -> tuple[float, float]:
+    """What a notebook does on fold 0: tf.data from tensors, fit with validation_data, save."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     from automl.models import build_model
 
+    tuning, n_classes = one_fold.tuning, one_fold.n_classes
+    train_idx, val_idx = one_fold.folds[0]
+    batch_size, flip = int(params["batch_size"]), params["augment"]["flip"]
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     keras.backend.clear_session()
