@@ -150,3 +150,60 @@ def test_vote_round_trips_through_a_dict() -> None:
     np.testing.assert_array_equal(restored.votes, original.votes)
     np.testing.assert_allclose(restored.probabilities, original.probabilities)
     assert restored.n_models == original.n_models
+
+
+def _dyadic_stack(seed: int, n_models: int, n_samples: int, n_classes: int) -> np.ndarray:
+    """Probabilities in multiples of 1/8: sums are exact in float64 in any order, and ties
+    between classes (in votes and in mean probability) are frequent."""
+    rng = np.random.default_rng(seed)
+    eighths = rng.multinomial(8, np.ones(n_classes) / n_classes, size=(n_models, n_samples))
+    return eighths / 8.0
+
+
+@pytest.mark.parametrize("method", ["majority", "soft"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_vote_equals_the_vote_of_repeated_models(method: str, seed: int) -> None:
+    probabilities = _dyadic_stack(seed, n_models=4, n_samples=2000, n_classes=3)
+    weights = np.random.default_rng(seed + 10).integers(1, 5, size=4)
+    weighted = vote(probabilities, method, weights=weights)
+    repeated = vote(np.repeat(probabilities, weights, axis=0), method)
+    np.testing.assert_array_equal(weighted.labels, repeated.labels)
+    np.testing.assert_array_equal(weighted.votes, repeated.votes)
+    np.testing.assert_array_equal(weighted.probabilities, repeated.probabilities)
+    assert weighted.n_models == repeated.n_models == int(weights.sum())
+    assert weighted.votes.dtype == np.int64
+
+
+def test_weighted_majority_follows_the_documented_rule() -> None:
+    # Unweighted: 2 votes for class 0 against 1 for class 1. Weighting the third model 3x
+    # turns it into 2 against 3, and the winner's mean probability is the weighted mean.
+    probabilities = _stack([0.6, 0.4], [0.7, 0.3], [0.2, 0.8])
+    assert majority_vote(probabilities).labels.tolist() == [0]
+    result = majority_vote(probabilities, weights=[1, 1, 3])
+    assert result.labels.tolist() == [1]
+    assert result.votes.tolist() == [3]
+    np.testing.assert_allclose(result.probabilities, [[(0.6 + 0.7 + 3 * 0.2) / 5, 3.1 / 5]])
+
+
+def test_unit_weights_are_the_unweighted_vote_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(5), size=(6, 500))
+    for method in ("majority", "soft"):
+        plain = vote(probabilities, method)
+        ones = vote(probabilities, method, weights=np.ones(6, dtype=int))
+        np.testing.assert_array_equal(plain.probabilities, ones.probabilities)
+        np.testing.assert_array_equal(plain.labels, ones.labels)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ([1, 2], "one entry per model \\(3\\)"),
+        ([1, 0, 2], "positive integers"),
+        ([1, 1.5, 2], "positive integers"),
+        ([True, True, True], "positive integers"),
+    ],
+)
+def test_invalid_weights_are_rejected(weights: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        majority_vote(_stack([0.6, 0.4], [0.7, 0.3], [0.2, 0.8]), weights=weights)
