@@ -9,7 +9,7 @@ name) run before TensorFlow is loaded. ``models.py`` turns an entry into layers.
   EfficientNetV2 and MobileNetV3 with ``include_preprocessing=True``);
 - ``tf``: scale to [-1, 1] (ResNet V2);
 - ``caffe``: RGB -> BGR and subtract the ImageNet channel means (VGG, ResNet V1);
-- ``unit``: scale to [0, 1] (the custom CNN).
+- ``unit``: scale to [0, 1] (the custom CNN and the custom ResNet).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Backbone:
     Attributes:
         name: the YAML name (``convnext_tiny``).
         constructor: attribute of ``keras.applications`` (``ConvNeXtTiny``); empty for the
-            custom CNN.
+            custom CNN and ResNet.
         preprocessing: ``builtin``, ``tf``, ``caffe`` or ``unit`` (see the module docstring).
         min_image_size: smallest input edge the application accepts.
         weights_file: file name Keras caches ImageNet weights under (``$KERAS_HOME/models/``),
@@ -39,11 +39,12 @@ class Backbone:
 
     @property
     def pretrainable(self) -> bool:
-        """Whether ImageNet weights exist (everything but the custom CNN)."""
+        """Whether ImageNet weights exist (everything but the custom CNN and ResNet)."""
         return bool(self.constructor)
 
 
 CUSTOM_CNN = "custom_cnn"
+CUSTOM_RESNET = "custom_resnet"
 
 _ENTRIES = (
     Backbone("convnext_tiny", "ConvNeXtTiny", "builtin", 32, "convnext_tiny_notop.h5"),
@@ -100,6 +101,7 @@ _ENTRIES = (
     ),
     Backbone("vgg16", "VGG16", "caffe", 32, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     Backbone(CUSTOM_CNN, "", "unit", 8),
+    Backbone(CUSTOM_RESNET, "", "unit", 8),
 )
 
 CATALOGUE: dict[str, Backbone] = {entry.name: entry for entry in _ENTRIES}

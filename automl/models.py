@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from automl.backbones import CUSTOM_CNN, Backbone, get_backbone
+from automl.backbones import CUSTOM_CNN, CUSTOM_RESNET, Backbone, get_backbone
 from automl.errors import AutoMLError
 from automl.space import WEIGHTS_IMAGENET, WEIGHTS_NONE
 
@@ -67,6 +67,8 @@ def build_model(
     entry = get_backbone(spec["name"])
     if entry.name == CUSTOM_CNN:
         features = _custom_cnn(inputs, spec)
+    elif entry.name == CUSTOM_RESNET:
+        features = _custom_resnet(inputs, spec)
     else:
         x = _preprocess(inputs, entry)
         weights = spec.get("weights", WEIGHTS_IMAGENET)
@@ -98,11 +100,20 @@ def build_model(
 
 
 def build_optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
-    """The optimizer with the trial's learning rate and its own parameters."""
+    """The optimizer with the trial's learning rate, its own parameters and weight averaging.
+
+    ``ema.momentum > 0`` switches on the optimizer's own exponential moving average of the
+    weights (``use_ema``); ``schedules.WeightAveraging`` puts the averaged weights into the model
+    for validation and saving. The learning rate stays a plain number here: the schedules set it
+    step by step (``schedules.py`` says why), so a saved model loads in safe mode anywhere.
+    """
     spec = dict(params["optimizer"])
     name = spec.pop("name")
     if name == "lion" and not spec.get("weight_decay"):
         spec.pop("weight_decay", None)  # Keras wants None, not 0, for "no decay"
+    momentum = float(params.get("ema", {}).get("momentum", 0.0))
+    if momentum > 0:
+        spec.update(use_ema=True, ema_momentum=momentum)
     cls = getattr(keras.optimizers, _OPTIMIZERS[name])
     return cls(learning_rate=float(params["learning_rate"]), **spec)
 
@@ -217,3 +228,58 @@ def _custom_cnn(inputs: Any, spec: dict[str, Any]) -> Any:
     if spec.get("pooling", "avg") == "flatten":
         return keras.layers.Flatten(name="flatten")(x)
     return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+def _custom_resnet(inputs: Any, spec: dict[str, Any]) -> Any:
+    """A ResNet of basic blocks (He et al., 2016) sized for small images.
+
+    The stem is one 3x3 convolution at ``stem_stride`` with no max-pooling: ImageNet ResNets
+    quarter the input in the stem (7x7 stride 2 + pool), which leaves a 28 px cell 7 px wide
+    before the first block. ``stages`` stages of ``blocks_per_stage`` blocks follow; each stage
+    after the first halves the resolution and doubles the width (``width`` in the first). A
+    block is conv3x3-BN-ReLU-conv3x3-BN plus the shortcut (a strided 1x1 convolution + BN when
+    the shape changes), then ReLU; the last BN of each block starts at zero, so every block
+    starts as the identity and deep stacks train from the first epoch (Goyal et al., 2017).
+    """
+    width, stride = int(spec["width"]), int(spec["stem_stride"])
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)
+    x = _conv_bn(x, width, 3, stride, name="stem")
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    for stage in range(int(spec["stages"])):
+        filters = width * 2**stage
+        for block in range(int(spec["blocks_per_stage"])):
+            x = _basic_block(x, filters, 2 if stage > 0 and block == 0 else 1, f"s{stage}b{block}")
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if spec["dropout"] > 0:
+        x = keras.layers.Dropout(float(spec["dropout"]), name="features_dropout")(x)
+    return x
+
+
+def _basic_block(x: Any, filters: int, stride: int, name: str) -> Any:
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, 1, stride, name=f"{name}_shortcut")
+    y = _conv_bn(x, filters, 3, stride, name=f"{name}_conv1")
+    y = keras.layers.Activation("relu", name=f"{name}_relu1")(y)
+    y = _conv_bn(y, filters, 3, 1, name=f"{name}_conv2", zero_gamma=True)
+    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return keras.layers.Activation("relu", name=f"{name}_relu2")(y)
+
+
+def _conv_bn(
+    x: Any, filters: int, kernel: int, stride: int, *, name: str, zero_gamma: bool = False
+) -> Any:
+    x = keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
+    return keras.layers.BatchNormalization(
+        momentum=_BN_MOMENTUM,
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        name=f"{name}_bn",
+    )(x)

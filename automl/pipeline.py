@@ -5,9 +5,13 @@ pipeline shuffles *indices*, gathers a batch of uint8 pixels, casts that batch a
 augments it in parallel and prefetches. No float copy of the whole set ever exists, so a
 17k-image 96x96 set (~470 MB as uint8) trains in the memory of the uint8 array alone.
 
-Augmentation (RandAugment, flips, rotation) uses Keras 3's own preprocessing layers inside
-``tf.data``: keras-cv's RandAugment fails inside a Keras 3 graph (see README), Keras' runs in
-both places. It runs on the CPU workers, so saved models contain no augmentation layers.
+Augmentation (RandAugment, flips, rotation, RandomErasing) uses Keras 3's own preprocessing
+layers inside ``tf.data``: keras-cv's RandAugment fails inside a Keras 3 graph (see README),
+Keras' runs in both places. It runs on the CPU workers, so saved models contain no augmentation
+layers. Batch augmentation comes last, on whole training batches: ``keras.layers.MixUp`` and
+``keras.layers.CutMix`` blend two images and their one-hot labels, so the labels become soft
+(rows still sum to 1); a batch is mixed with probability ``mix_probability``, by MixUp or CutMix
+with equal chance when both are on.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ def make_dataset(
     augmenter = build_augmenter(augment or {}, seed=seed) if training else None
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    mixer = build_batch_mixer(augment or {}, seed=seed) if training else None
+    if mixer is not None:
+        ds = ds.map(mixer, num_parallel_calls=AUTOTUNE)
     if labels is None:
         ds = ds.map(lambda x, _y: x, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
@@ -90,4 +97,45 @@ def build_augmenter(augment: dict[str, Any], *, seed: int = 0) -> keras.Sequenti
                 seed=seed,
             )
         )
+    erasing = float(augment.get("erasing", 0.0))
+    if erasing > 0:
+        # A (p, p) factor: Keras draws each image's probability from [0, p] for a single float.
+        layers.append(
+            keras.layers.RandomErasing(factor=(erasing, erasing), value_range=(0, 255), seed=seed)
+        )
     return keras.Sequential(layers, name="augment") if layers else None
+
+
+def build_batch_mixer(augment: dict[str, Any], *, seed: int = 0) -> Any | None:
+    """``(images, one-hot labels) -> (images, soft labels)`` for a training batch, or ``None``.
+
+    MixUp and CutMix come from Keras (``alpha`` is MixUp's Beta parameter and CutMix's
+    ``factor``); this only decides, per batch, whether and which one to apply.
+    """
+    mixers = []
+    if float(augment.get("mixup_alpha", 0.0)) > 0:
+        mixers.append(keras.layers.MixUp(alpha=float(augment["mixup_alpha"]), seed=seed))
+    if float(augment.get("cutmix_alpha", 0.0)) > 0:
+        mixers.append(keras.layers.CutMix(factor=float(augment["cutmix_alpha"]), seed=seed + 1))
+    probability = float(augment.get("mix_probability", 1.0))
+    if not mixers or probability <= 0:
+        return None
+    generator = tf.random.Generator.from_seed(seed)
+
+    def mix(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        draw = generator.uniform([2])
+        branches = [_apply(layer, images, labels) for layer in mixers]
+        mixed_images, mixed_labels = branches[0]
+        if len(branches) == 2:
+            use_second = draw[1] < 0.5
+            mixed_images = tf.where(use_second, branches[1][0], mixed_images)
+            mixed_labels = tf.where(use_second, branches[1][1], mixed_labels)
+        apply = draw[0] < probability
+        return tf.where(apply, mixed_images, images), tf.where(apply, mixed_labels, labels)
+
+    return mix
+
+
+def _apply(layer: keras.layers.Layer, images: tf.Tensor, labels: tf.Tensor) -> tuple[Any, Any]:
+    out = layer({"images": images, "labels": labels}, training=True)
+    return out["images"], tf.cast(out["labels"], labels.dtype)

@@ -43,13 +43,15 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from automl.backbones import CATALOGUE, CUSTOM_CNN
+from automl.backbones import CATALOGUE, CUSTOM_CNN, CUSTOM_RESNET
 from automl.errors import SpaceError
 
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 CLASS_WEIGHTS = ("none", "balanced")
+# Learning-rate schedules (see ``schedules.py``): every one takes ``warmup_epochs``.
+SCHEDULES = ("constant", "cosine", "cosine_restarts", "plateau")
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
 
 
@@ -92,6 +94,15 @@ TOP_LEAVES: dict[str, Leaf] = {
     "epochs": Leaf("int", 10, 1, 10_000),
     "label_smoothing": Leaf("float", 0.0, 0.0, 0.5),
     "class_weight": Leaf("str", "none", words=CLASS_WEIGHTS),
+    "schedule": Leaf("str", "constant", words=SCHEDULES),
+    # Linear warm-up from ~0 to learning_rate over the first epochs, before any schedule.
+    "warmup_epochs": Leaf("int", 0, 0, 1_000),
+    # Where cosine (and each restart's cycle) ends, and plateau's floor, as a share of the rate.
+    "min_lr_ratio": Leaf("float", 0.01, 0.0, 1.0),
+}
+EMA_LEAVES: dict[str, Leaf] = {
+    # Weight averaging through the Keras optimizer's own EMA; 0 switches it off.
+    "momentum": Leaf("float", 0.0, 0.0, 0.9999),
 }
 AUGMENT_LEAVES: dict[str, Leaf] = {
     # RandAugment's ``factor``: 0 switches RandAugment off.
@@ -100,6 +111,13 @@ AUGMENT_LEAVES: dict[str, Leaf] = {
     "flip": Leaf("str", "none", words=FLIP_MODES),
     # Fraction of a full turn, as keras.layers.RandomRotation takes it.
     "rotation": Leaf("float", 0.0, 0.0, 0.5),
+    # Batch augmentation on the training batches (soft labels): 0 switches each off.
+    "mixup_alpha": Leaf("float", 0.0, 0.0, 10.0),
+    "cutmix_alpha": Leaf("float", 0.0, 0.0, 10.0),
+    # Share of training batches that are mixed (MixUp or CutMix, half each when both are on).
+    "mix_probability": Leaf("float", 1.0, 0.0, 1.0),
+    # RandomErasing: share of images that get one random rectangle replaced by noise.
+    "erasing": Leaf("float", 0.0, 0.0, 1.0),
 }
 HEAD_LEAVES: dict[str, Leaf] = {
     "layers": Leaf("int", 1, 0, 8),
@@ -125,6 +143,16 @@ CUSTOM_CNN_LEAVES: dict[str, Leaf] = {
     # (keeps where things are, as the classic small CNNs do; more head parameters).
     "pooling": Leaf("str", "avg", words=("avg", "flatten")),
 }
+CUSTOM_RESNET_LEAVES: dict[str, Leaf] = {
+    # Stages of basic residual blocks; the width doubles and the resolution halves per stage
+    # after the first.
+    "stages": Leaf("int", 3, 1, 5),
+    "width": Leaf("int", 32, 1, 1024),
+    "blocks_per_stage": Leaf("int", 2, 1, 8),
+    # 1 keeps every pixel of a 28-64 px input for the first stage; 2 halves it (larger images).
+    "stem_stride": Leaf("int", 1, 1, 2),
+    "dropout": Leaf("float", 0.0, 0.0, 0.9),
+}
 OPTIMIZER_LEAVES: dict[str, dict[str, Leaf]] = {
     "adam": {
         "beta_1": Leaf("float", 0.9, 0.0, 1.0, low_exclusive=True),
@@ -149,7 +177,7 @@ OPTIMIZER_LEAVES: dict[str, dict[str, Leaf]] = {
         "weight_decay": Leaf("float", 0.0, 0.0, 1.0),
     },
 }
-SPACE_KEYS = (*TOP_LEAVES, "backbone", "optimizer", "head", "augment")
+SPACE_KEYS = (*TOP_LEAVES, "ema", "backbone", "optimizer", "head", "augment")
 
 # A node is either a fixed Python value or an Optuna distribution.
 Node = Any
@@ -173,6 +201,7 @@ class SearchSpace:
 
     top: dict[str, Node]
     augment: dict[str, Node]
+    ema: dict[str, Node]
     head: dict[str, Node | list[Node]]
     backbone: Branch
     optimizer: Branch
@@ -182,6 +211,7 @@ class SearchSpace:
         """Draw one configuration through ``trial.suggest_*`` and return it fully resolved."""
         params: dict[str, Any] = {k: _draw(trial, k, node) for k, node in self.top.items()}
         params["augment"] = {k: _draw(trial, f"augment.{k}", n) for k, n in self.augment.items()}
+        params["ema"] = {k: _draw(trial, f"ema.{k}", n) for k, n in self.ema.items()}
         params["backbone"] = _draw_branch(trial, self.backbone)
         params["optimizer"] = _draw_branch(trial, self.optimizer)
         n_layers = int(_draw(trial, "head.layers", self.head["layers"]))
@@ -219,6 +249,8 @@ class SearchSpace:
             add(key, node)
         for key, node in self.augment.items():
             add(f"augment.{key}", node)
+        for key, node in self.ema.items():
+            add(f"ema.{key}", node)
         for branch in (self.backbone, self.optimizer):
             if not branch.fixed:
                 out[branch.name] = CategoricalDistribution(tuple(branch.options))
@@ -315,6 +347,12 @@ def parse_space(
         k: _parse_node(where, f"augment.{k}", augment_raw.get(k, leaf.default), leaf)
         for k, leaf in AUGMENT_LEAVES.items()
     }
+    ema_raw = _mapping(where, "ema", raw.get("ema"))
+    _reject_unknown(where, "ema.", ema_raw, EMA_LEAVES)
+    ema = {
+        k: _parse_node(where, f"ema.{k}", ema_raw.get(k, leaf.default), leaf)
+        for k, leaf in EMA_LEAVES.items()
+    }
     head = _parse_head(where, _mapping(where, "head", raw.get("head")))
     backbone = _parse_branch(
         where, "backbone", raw.get("backbone", "custom_cnn"), _backbone_leaves, CATALOGUE
@@ -334,6 +372,17 @@ def parse_space(
                         f"{2**blocks} px, got data.image_size={image_size}; lower blocks.high or "
                         "raise data.image_size.",
                     )
+            elif name == CUSTOM_RESNET:
+                sub = backbone.options[name]
+                # Every stage after the first halves the resolution, as a stride-2 stem does.
+                halvings = int(_upper(sub["stages"])) - 1 + int(_upper(sub["stem_stride"])) - 1
+                if image_size < 2 ** (halvings + 2):
+                    raise where.error(
+                        f"backbone.{name}.stages",
+                        f"allows {halvings} halvings of the resolution, which need images of at "
+                        f"least {2 ** (halvings + 2)} px, got data.image_size={image_size}; "
+                        "lower stages.high or stem_stride, or raise data.image_size.",
+                    )
             elif image_size < entry.min_image_size:
                 raise where.error(
                     "backbone",
@@ -343,7 +392,22 @@ def parse_space(
     raw = copy.deepcopy(raw)
     if "backbone" in raw:
         raw["backbone"] = _absolute_weights(raw["backbone"])
-    return SearchSpace(top, augment, head, backbone, optimizer, raw)
+    _check_warmup(where, top)
+    return SearchSpace(top, augment, ema, head, backbone, optimizer, raw)
+
+
+def _check_warmup(where: _Where, top: dict[str, Node]) -> None:
+    """Warm-up must leave at least one epoch for the schedule (fixed values only; a searched
+    warm-up is shortened per trial, see ``schedules.py``)."""
+    warmup, epochs = top["warmup_epochs"], top["epochs"]
+    if isinstance(warmup, BaseDistribution) or isinstance(epochs, BaseDistribution):
+        return
+    if warmup >= epochs:
+        raise where.error(
+            "warmup_epochs",
+            f"must be less than epochs ({epochs}), got {warmup}; lower warmup_epochs or "
+            "raise epochs.",
+        )
 
 
 def _absolute_weights(node: Any, under_weights: bool = False) -> Any:
@@ -366,7 +430,11 @@ def _absolute_weights(node: Any, under_weights: bool = False) -> Any:
 def _backbone_leaves(name: str) -> dict[str, Leaf] | None:
     if name not in CATALOGUE:
         return None
-    return CUSTOM_CNN_LEAVES if name == CUSTOM_CNN else APPLICATION_LEAVES
+    if name == CUSTOM_CNN:
+        return CUSTOM_CNN_LEAVES
+    if name == CUSTOM_RESNET:
+        return CUSTOM_RESNET_LEAVES
+    return APPLICATION_LEAVES
 
 
 def _parse_branch(

@@ -57,6 +57,7 @@ from automl.heartbeat import RETRY_OF, RETRY_ORIGIN, worker_attrs
 from automl.metrics import compute_metric, log_loss_value
 from automl.models import build_model, count_parameters, latency_ms
 from automl.pipeline import make_dataset
+from automl.schedules import VAL_METRIC_LOG, WeightAveraging, training_callbacks
 from automl.splits import Splits
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class _FoldReporter(keras.callbacks.Callback):
         self.last_probabilities: np.ndarray | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
+        logs = logs if logs is not None else {}
+        logs[VAL_METRIC_LOG] = float("nan")  # what the plateau schedule monitors
         loss = float(logs.get("loss", float("nan")))
         if not math.isfinite(loss):
             self.nan_loss = True
@@ -127,6 +129,7 @@ class _FoldReporter(keras.callbacks.Callback):
             return
         self.last_probabilities = probabilities
         score = compute_metric(self.metric, self.y_val, probabilities)
+        logs[VAL_METRIC_LOG] = score
         self.history.append(
             {
                 "epoch": epoch,
@@ -134,6 +137,8 @@ class _FoldReporter(keras.callbacks.Callback):
                 "accuracy": float(logs.get("accuracy", float("nan"))),
                 "val_loss": log_loss_value(self.y_val, probabilities),
                 "val_metric": score,
+                # The rate of the epoch's last step (what the schedule reached).
+                "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
             }
         )
         step = self.fold * self.stride + epoch
@@ -300,10 +305,19 @@ class Objective:
                 y_val=y_val,
                 metric=config.study.metric,
             )
-            callbacks: list[keras.callbacks.Callback] = [reporter]
+            # Averaged weights first, so the reporter and everything after see them.
+            callbacks: list[keras.callbacks.Callback] = (
+                [WeightAveraging()] if params.get("ema", {}).get("momentum", 0) > 0 else []
+            )
+            callbacks.append(reporter)
             patience = config.training.early_stopping_patience
             if patience:
                 callbacks.append(_BestWeights(reporter, patience))
+            callbacks += training_callbacks(
+                params,
+                steps_per_epoch=math.ceil(len(train_idx) / int(params["batch_size"])),
+                epochs=int(params["epochs"]),
+            )
             model.fit(
                 train_ds,
                 epochs=int(params["epochs"]),

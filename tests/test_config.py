@@ -179,7 +179,8 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
         (
             "data: {format: digits}\nspace: {lr: 0.01}\n",
             r"space\.lr is not a known key; valid keys here: learning_rate, batch_size, epochs, "
-            r"label_smoothing, class_weight, backbone, optimizer, head, augment\.",
+            r"label_smoothing, class_weight, schedule, warmup_epochs, min_lr_ratio, ema, "
+            r"backbone, optimizer, head, augment\.",
         ),
         (
             "data: {format: digits}\nspace: {head: {layer: 2}}\n",

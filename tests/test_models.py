@@ -12,6 +12,7 @@ from conftest import real_image_array
 
 from automl.config import config_from_dict
 from automl.models import WeightsUnavailableError, build_model, ensure_weights
+from automl.space import parse_space
 
 
 def _params(backbone: dict, **extra) -> dict:
@@ -103,3 +104,39 @@ def test_optimizers_take_their_own_parameters() -> None:
         model = build_model(params, n_classes=3, image_size=32)
         assert type(model.optimizer).__name__.lower() == name
         assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("size", [28, 48, 96])
+def test_custom_resnet_builds_at_small_and_larger_sizes_and_trains(
+    shared_data: Path, size: int
+) -> None:
+    space = parse_space(
+        {
+            "backbone": {"name": "custom_resnet", "stages": 3, "width": 8, "blocks_per_stage": 2},
+            "head": {"layers": 0},
+        },
+        image_size=size,
+    )
+    params = space.suggest(optuna.trial.FixedTrial({}))
+    keras.utils.set_random_seed(0)
+    model = build_model(params, n_classes=3, image_size=size)
+    # The stem keeps every pixel: the first stage works at the input resolution.
+    assert model.get_layer("s0b0_add").output.shape[1:3] == (size, size)
+    assert model.get_layer("s2b1_add").output.shape[1:3] == (-(-size // 4), -(-size // 4))
+    assert model.get_layer("s2b1_add").output.shape[-1] == 32  # width doubles per stage
+    assert len([layer for layer in model.layers if layer.name.endswith("_add")]) == 6
+    images, labels = real_image_array(shared_data, size, per_class=6)
+    y = keras.utils.to_categorical(labels, 3)
+    before = model.evaluate(images.astype("float32"), y, verbose=0)[0]
+    model.fit(images.astype("float32"), y, epochs=4, batch_size=6, verbose=0)
+    after = model.evaluate(images.astype("float32"), y, verbose=0)[0]
+    assert np.isfinite(after) and after < before
+
+
+def test_custom_resnet_stem_stride_halves_the_first_stage() -> None:
+    space = parse_space(
+        {"backbone": {"name": "custom_resnet", "stages": 2, "width": 4, "stem_stride": 2}},
+        image_size=48,
+    )
+    model = build_model(space.suggest(optuna.trial.FixedTrial({})), n_classes=3, image_size=48)
+    assert model.get_layer("s0b0_add").output.shape[1:3] == (24, 24)

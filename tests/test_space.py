@@ -100,12 +100,20 @@ def test_empty_space_is_the_documented_defaults() -> None:
         "epochs": 10,
         "label_smoothing": 0.0,
         "class_weight": "none",
+        "schedule": "constant",
+        "warmup_epochs": 0,
+        "min_lr_ratio": 0.01,
         "augment": {
             "randaugment_magnitude": 0.0,
             "randaugment_ops": 2,
             "flip": "none",
             "rotation": 0.0,
+            "mixup_alpha": 0.0,
+            "cutmix_alpha": 0.0,
+            "mix_probability": 1.0,
+            "erasing": 0.0,
         },
+        "ema": {"momentum": 0.0},
         "backbone": {
             "name": "custom_cnn",
             "blocks": 3,
@@ -172,7 +180,8 @@ def test_space_must_be_a_mapping() -> None:
         (
             "lr: 0.01\n",
             r"s\.yaml: space\.lr is not a known key; valid keys here: learning_rate, batch_size, "
-            r"epochs, label_smoothing, class_weight, backbone, optimizer, head, augment\.",
+            r"epochs, label_smoothing, class_weight, schedule, warmup_epochs, min_lr_ratio, ema, "
+            r"backbone, optimizer, head, augment\.",
         ),
         (
             "head: {layers: 1, width: 64}\n",
@@ -182,7 +191,8 @@ def test_space_must_be_a_mapping() -> None:
         (
             "augment: {zoom: 0.1}\n",
             r"space\.augment\.zoom is not a known key; valid keys here: "
-            r"randaugment_magnitude, randaugment_ops, flip, rotation\.",
+            r"randaugment_magnitude, randaugment_ops, flip, rotation, mixup_alpha, cutmix_alpha, "
+            r"mix_probability, erasing\.",
         ),
         (
             "backbone: {name: custom_cnn, layers: 3}\n",
@@ -393,7 +403,7 @@ def test_bad_range(text: str, match: str) -> None:
 BACKBONES = (
     "convnext_tiny, convnext_small, convnext_base, efficientnetv2_b0, efficientnetv2_b1, "
     "efficientnetv2_s, resnet50, resnet50v2, mobilenetv3_small, mobilenetv3_large, vgg16, "
-    "custom_cnn"
+    "custom_cnn, custom_resnet"
 )
 OPTIMIZERS = "adam, adamw, sgd, rmsprop, lion"
 
@@ -481,6 +491,17 @@ def test_branch_forms() -> None:
             8,
             r"space\.backbone\.custom_cnn\.blocks allows up to 4 pooling blocks, which need "
             r"images of at least 16 px, got data\.image_size=8",
+        ),
+        (
+            "backbone: {name: custom_resnet, stages: {type: int, low: 2, high: 4}}\n",
+            16,
+            r"space\.backbone\.custom_resnet\.stages allows 3 halvings of the resolution, "
+            r"which need images of at least 32 px, got data\.image_size=16; lower stages\.high",
+        ),
+        (
+            "backbone: {name: custom_resnet, stages: 3, stem_stride: 2}\n",
+            16,
+            r"custom_resnet\.stages allows 3 halvings .* at least 32 px",
         ),
     ],
 )
@@ -605,12 +626,20 @@ def test_suggest_on_a_fixed_trial(conditional: SearchSpace) -> None:
         "epochs": 4,
         "label_smoothing": 0.0,
         "class_weight": "none",
+        "schedule": "constant",
+        "warmup_epochs": 0,
+        "min_lr_ratio": 0.01,
         "augment": {
             "randaugment_magnitude": 0.0,
             "randaugment_ops": 2,
             "flip": "none",
             "rotation": 0.0,
+            "mixup_alpha": 0.0,
+            "cutmix_alpha": 0.0,
+            "mix_probability": 1.0,
+            "erasing": 0.0,
         },
+        "ema": {"momentum": 0.0},
         "backbone": {
             "name": "custom_cnn",
             "blocks": 2,
@@ -759,3 +788,97 @@ def test_enqueued_names_are_the_suggested_names(conditional: SearchSpace) -> Non
         "weights": "none",
         "unfrozen_layers": -1,
     }
+
+
+# --- training recipe: schedules, weight averaging, batch augmentation, residual backbone --------
+
+RECIPE = """
+schedule: {type: categorical, choices: [constant, cosine, cosine_restarts, plateau]}
+warmup_epochs: {type: int, low: 0, high: 2}
+min_lr_ratio: 0.05
+ema: {momentum: {type: categorical, choices: [0.0, 0.99]}}
+augment:
+  mixup_alpha: {type: float, low: 0.0, high: 0.4}
+  cutmix_alpha: 1.0
+  mix_probability: 0.5
+  erasing: {type: float, low: 0.0, high: 0.25}
+backbone:
+  type: categorical
+  choices:
+    custom_cnn: {blocks: 2}
+    custom_resnet: {stages: {type: int, low: 2, high: 3}, width: 16, blocks_per_stage: 2}
+"""
+
+
+def test_recipe_keys_are_optuna_parameters_with_their_path_names() -> None:
+    space = space_of(RECIPE, image_size=28)
+    names = space.param_distributions()
+    assert names["schedule"] == CategoricalDistribution(
+        ("constant", "cosine", "cosine_restarts", "plateau")
+    )
+    assert names["ema.momentum"] == CategoricalDistribution((0.0, 0.99))
+    assert names["warmup_epochs"] == IntDistribution(0, 2)
+    assert {"augment.mixup_alpha", "augment.erasing", "backbone.custom_resnet.stages"} <= set(
+        names
+    )
+    params = space.suggest(
+        FixedTrial(
+            {
+                "schedule": "plateau",
+                "warmup_epochs": 1,
+                "ema.momentum": 0.99,
+                "augment.mixup_alpha": 0.2,
+                "augment.erasing": 0.1,
+                "backbone": "custom_resnet",
+                "backbone.custom_resnet.stages": 3,
+            }
+        )
+    )
+    assert params["schedule"] == "plateau" and params["min_lr_ratio"] == 0.05
+    assert params["ema"] == {"momentum": 0.99}
+    assert params["augment"]["cutmix_alpha"] == 1.0
+    assert params["backbone"] == {
+        "name": "custom_resnet",
+        "stages": 3,
+        "width": 16,
+        "blocks_per_stage": 2,
+        "stem_stride": 1,
+        "dropout": 0.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "schedule: linear\n",
+            r"space\.schedule must be one of constant, cosine, cosine_restarts, plateau, "
+            r"got 'linear' \(str\)\.",
+        ),
+        ("min_lr_ratio: 1.5\n", r"space\.min_lr_ratio must be a number in \[0, 1\], got 1\.5"),
+        (
+            "ema: {decay: 0.99}\n",
+            r"space\.ema\.decay is not a known key; valid keys here: momentum",
+        ),
+        ("ema: 0.99\n", r"space\.ema must be a mapping of settings, got 0\.99 \(float\)"),
+        ("ema: {momentum: 1.0}\n", r"space\.ema\.momentum must be a number in \[0, 0\.9999\]"),
+        ("augment: {erasing: 2}\n", r"space\.augment\.erasing must be a number in \[0, 1\]"),
+        ("augment: {mixup_alpha: -0.2}\n", r"space\.augment\.mixup_alpha must be a number"),
+        (
+            "epochs: 3\nwarmup_epochs: 3\n",
+            r"space\.warmup_epochs must be less than epochs \(3\), got 3; lower warmup_epochs",
+        ),
+        (
+            "backbone: {name: custom_resnet, stem_stride: 4}\n",
+            r"space\.backbone\.custom_resnet\.stem_stride must be an integer in \[1, 2\], got 4",
+        ),
+        (
+            "backbone: {name: custom_resnet, weights: none}\n",
+            r"space\.backbone\.custom_resnet\.weights is not a known key; valid keys here: "
+            r"stages, width, blocks_per_stage, stem_stride, dropout",
+        ),
+    ],
+)
+def test_recipe_keys_are_checked(text: str, match: str) -> None:
+    with pytest.raises(SpaceError, match=match):
+        space_of(text)
