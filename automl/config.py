@@ -10,7 +10,7 @@ directory so that the resolved configuration saved beside the study works from a
               test (a separate hold-out set), cache
     training: early_stopping_patience, mixed_precision, jit_compile
     space:    the hyperparameters and their distributions (see ``space.py``)
-    ensemble: top_k, vote, positive_class
+    ensemble: selection, top_k, vote, positive_class, target_recall
 
 Command-line overrides (``--set data.image_size=64``) are applied to the raw mapping before
 validation, so they get the same checks. This module imports no TensorFlow.
@@ -29,6 +29,7 @@ import yaml
 
 from automl.errors import ConfigError
 from automl.metrics import METRICS, metric_direction
+from automl.selection import SELECTION_METHODS
 from automl.sources import BLOODMNIST_SIZES, MEDMNIST_SPLITS, SOURCE_FORMATS, DataSource
 from automl.space import SearchSpace, parse_space, yaml_number_hint
 
@@ -129,10 +130,11 @@ class TrainingConfig:
 class EnsembleConfig:
     """The ``ensemble:`` section."""
 
-    top_k: int = 5
+    top_k: int = 5  # members when selection is top_k
     vote: str = "majority"
     positive_class: str | None = None
     target_recall: float | None = None  # binary: pick the decision threshold out-of-fold
+    selection: str = "greedy"  # greedy (forward selection with replacement, OOF) or top_k
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ class Config:
                 "vote": self.ensemble.vote,
                 "positive_class": self.ensemble.positive_class,
                 "target_recall": self.ensemble.target_recall,
+                "selection": self.ensemble.selection,
             },
         }
 
@@ -560,9 +563,17 @@ def _parse_training(source: str, raw: dict[str, Any]) -> TrainingConfig:
 
 
 def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:
-    _unknown(source, "ensemble.", raw, ("top_k", "vote", "positive_class", "target_recall"))
+    _unknown(
+        source,
+        "ensemble.",
+        raw,
+        ("top_k", "vote", "positive_class", "target_recall", "selection"),
+    )
     top_k = _int(source, "ensemble.top_k", raw.get("top_k", 5), low=1)
     vote = _choice(source, "ensemble.vote", raw.get("vote", "majority"), VOTES)
+    selection = _choice(
+        source, "ensemble.selection", raw.get("selection", "greedy"), SELECTION_METHODS
+    )
     positive = raw.get("positive_class")
     if positive is not None:
         positive = str(positive)
@@ -574,7 +585,7 @@ def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:
                 f"{source}: ensemble.target_recall must be in (0, 1], got {target:g}; "
                 "e.g. 0.95 to find 95% of the positive class."
             )
-    return EnsembleConfig(top_k, vote, positive, target)
+    return EnsembleConfig(top_k, vote, positive, target, selection)
 
 
 def _check_enqueue(source: str, enqueue: tuple[dict[str, Any], ...], space: SearchSpace) -> None:

@@ -73,6 +73,43 @@ def compute_metric(name: str, y_true: np.ndarray, probabilities: np.ndarray) -> 
     return _roc_auc(y_true, probabilities)
 
 
+def score_predictions(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray
+) -> float:
+    """Score an ensemble's decision: predicted labels, or probabilities for ``roc_auc``.
+
+    :func:`compute_metric` takes the argmax of ``probabilities``; a majority vote's label need
+    not be that argmax, so ``accuracy``, ``balanced_accuracy`` and ``macro_f1`` are computed
+    from ``y_pred`` here and ``roc_auc`` from ``probabilities`` (the vote's mean probabilities).
+
+    Args:
+        name: one of :data:`METRICS`.
+        y_true: integer class indices, shape ``(n,)``.
+        y_pred: predicted class indices, shape ``(n,)``.
+        probabilities: shape ``(n, C)``.
+
+    Returns:
+        The score as a Python float (``nan`` for an undefined ``roc_auc``, as in
+        :func:`compute_metric`).
+
+    Raises:
+        ConfigError: ``name`` is not a known metric.
+        ValueError: the arrays do not have the shapes above.
+    """
+    _check_name(name)
+    y_true, probabilities = _check_arrays(y_true, probabilities)
+    y_pred = _check_labels(y_pred, probabilities.shape[1], "y_pred")
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_pred has shape {y_pred.shape}, expected {y_true.shape} like y_true.")
+    if name == "accuracy":
+        return float(_sk.accuracy_score(y_true, y_pred))
+    if name == "balanced_accuracy":
+        return _balanced_accuracy(y_true, y_pred)
+    if name == "macro_f1":
+        return _macro_f1(y_true, y_pred)
+    return _roc_auc(y_true, probabilities)
+
+
 def classification_report(
     y_true: np.ndarray,
     y_pred: np.ndarray,

@@ -83,6 +83,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.training.early_stopping_patience is None
     assert (config.training.mixed_precision, config.training.jit_compile) == ("auto", "auto")
     assert (config.ensemble.top_k, config.ensemble.vote) == (5, "majority")
+    assert config.ensemble.selection == "greedy"
     assert config.source == str(tmp_path / "my_study.yaml")
 
 
@@ -174,7 +175,7 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
         (
             "data: {format: digits}\nensemble: {k: 3}\n",
             r"ensemble\.k is not a known key; valid keys here: top_k, vote, positive_class, "
-            r"target_recall\.",
+            r"target_recall, selection\.",
         ),
         (
             "data: {format: digits}\nspace: {lr: 0.01}\n",
@@ -313,6 +314,10 @@ def test_scientific_number_without_a_dot_outside_the_space(tmp_path: Path) -> No
         (
             "data: {format: digits}\nensemble: {vote: yes}\n",
             r"ensemble\.vote must be one of majority, soft, got True\.",
+        ),
+        (
+            "data: {format: digits}\nensemble: {selection: caruana}\n",
+            r"ensemble\.selection must be one of greedy, top_k, got 'caruana'\.",
         ),
         (
             "data: {format: digits}\nspace: {augment: {flip: no}}\n",
@@ -852,6 +857,23 @@ def test_to_dict_round_trips_without_a_file() -> None:
     config = load_config(QUICKSTART)
     again = config_from_dict(config.to_dict(), source=config.source)
     assert again == config
+
+
+@pytest.mark.parametrize("selection", ["greedy", "top_k"])
+def test_ensemble_selection_round_trips(tmp_path: Path, selection: str) -> None:
+    config = load_config(QUICKSTART, [f"ensemble.selection={selection}"])
+    assert config.ensemble.selection == selection
+    assert config.to_dict()["ensemble"]["selection"] == selection
+    assert assert_round_trip(config, tmp_path / "resolved.yaml").ensemble.selection == selection
+
+
+def test_bad_ensemble_selection_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, minimal_with("ensemble: {selection: best}\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"{path}: ensemble.selection must be one of greedy, top_k, got 'best'."
 
 
 def test_full_config_round_trip_works_from_another_directory(
