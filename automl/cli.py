@@ -268,14 +268,23 @@ def show(
 def ensemble(
     study: StudyOption,
     studies_dir: StudiesDirOption = Path("studies"),
-    top: Annotated[int | None, typer.Option("--top", help="Trials in the ensemble.")] = None,
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="greedy (forward selection on out-of-fold scores) or top_k "
+            "(default: the file's ensemble.selection; --top alone implies top_k)."
+        ),
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option("--top", help="Trials in the ensemble (top_k selection).")
+    ] = None,
     vote: Annotated[str | None, typer.Option(help="majority or soft.")] = None,
     tta: Annotated[
         bool, typer.Option("--tta", help="Also score test-time augmentation (flips).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Majority vote of the top trials' fold models, scored on the hold-out."""
+    """Select trials out-of-fold; their fold models vote, scored on the hold-out."""
     from automl.ensemble import run_ensemble
     from automl.study import paths_for
 
@@ -283,38 +292,32 @@ def ensemble(
     if vote is not None and vote not in ("majority", "soft"):
         typer.echo(f"error: --vote must be majority or soft, got {vote!r}.", err=True)
         raise typer.Exit(2)
+    if selection is not None and selection not in ("greedy", "top_k"):
+        typer.echo(f"error: --selection must be greedy or top_k, got {selection!r}.", err=True)
+        raise typer.Exit(2)
+    if selection == "greedy" and top is not None:
+        typer.echo(
+            "error: --top sets the size of a top_k ensemble; greedy selection sizes its own. "
+            "Drop --top or use --selection top_k.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if selection is None and top is not None:
+        selection = "top_k"  # `--top K` kept its meaning from before greedy selection existed
     manifest = _run(
         lambda: run_ensemble(
-            config, optuna_study, top_k=top, vote_method=vote, tta=tta, progress=progress
+            config,
+            optuna_study,
+            top_k=top,
+            vote_method=vote,
+            selection=selection,
+            tta=tta,
+            progress=progress,
         )
     )
-    members = ", ".join(f"#{m['trial']} ({m['cv_value']:.4f})" for m in manifest["members"])
-    typer.echo(
-        f"ensemble: {len(manifest['members'])} trials x folds = {manifest['n_models']} "
-        f"models, {manifest['vote']} vote: {members}"
-    )
-    oof = manifest["out_of_fold"]
-    if oof:
-        typer.echo(f"out-of-fold: accuracy {oof['accuracy']:.4f}, macro-F1 {oof['macro_f1']:.4f}")
+    for line in _ensemble_lines(manifest):
+        typer.echo(line)
     holdout = manifest["holdout"]
-    if holdout:
-        e, s = holdout["ensemble"], holdout["best_single_trial"]
-        typer.echo(f"hold-out ({holdout['n_images']} images):")
-        typer.echo(f"  {'':<22}{'accuracy':>10}{'balanced':>10}{'macro-F1':>10}")
-        typer.echo(
-            f"  {'ensemble':<22}{e['accuracy']:>10.4f}{e['balanced_accuracy']:>10.4f}"
-            f"{e['macro_f1']:>10.4f}"
-        )
-        typer.echo(
-            f"  {'best trial #' + str(s['trial']):<22}{s['accuracy']:>10.4f}"
-            f"{s['balanced_accuracy']:>10.4f}{s['macro_f1']:>10.4f}"
-        )
-        t = holdout.get("ensemble_tta")
-        if t:
-            typer.echo(
-                f"  {'ensemble + TTA (flips)':<22}{t['accuracy']:>10.4f}"
-                f"{t['balanced_accuracy']:>10.4f}{t['macro_f1']:>10.4f}"
-            )
     chosen = manifest.get("threshold")
     if chosen:
         line = (
@@ -331,6 +334,61 @@ def ensemble(
         f"saved:    {out / 'ensemble.json'}"
         + (f", {out / 'confusion_matrix.png'}" if holdout else "")
     )
+
+
+def _ensemble_lines(manifest: dict[str, Any]) -> list[str]:
+    """Members with weights, the selection curve and the out-of-fold scores of ``ensemble``."""
+    members = manifest["members"]
+    chosen_by = manifest.get("selection", "top_k")
+    lines = [
+        f"ensemble: {len(members)} trials x folds = {manifest['n_models']} models "
+        f"({manifest.get('n_votes', manifest['n_models'])} votes), {manifest['vote']} vote, "
+        f"{chosen_by} selection from {manifest.get('library_size', len(members))} trials"
+    ]
+
+    def score(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines.append(f"members (trial x weight, CV and out-of-fold {manifest['metric']}):")
+    lines += [
+        f"  #{m['trial']} x{m.get('weight', 1):<4}CV {m['cv_value']:.4f}   "
+        f"out-of-fold {score(m.get('oof_score'))}"
+        for m in members
+    ]
+    curve = manifest.get("selection_curve") or []
+    if curve:
+        lines.append(
+            f"selection: out-of-fold {manifest['metric']} of the ensemble after each step"
+        )
+        lines += [
+            f"  step {step['step']:>2}: +trial {step['trial']:<6}{step['score']:.4f}"
+            for step in curve
+        ]
+    oof, single = manifest.get("out_of_fold"), manifest.get("out_of_fold_best_single_trial")
+    if oof:
+        lines.append("out-of-fold (what the selection saw; optimistic):")
+        lines += _score_table([("ensemble", oof)] + ([_best_row(single)] if single else []))
+    holdout = manifest.get("holdout")
+    if holdout:
+        lines.append(f"hold-out ({holdout['n_images']} images):")
+        rows = [("ensemble", holdout["ensemble"]), _best_row(holdout["best_single_trial"])]
+        if holdout.get("ensemble_tta"):
+            rows.append(("ensemble + TTA (flips)", holdout["ensemble_tta"]))
+        lines += _score_table(rows)
+    return lines
+
+
+def _best_row(scores: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return f"best trial #{scores['trial']}", scores
+
+
+def _score_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = [f"  {'':<22}{'accuracy':>10}{'balanced':>10}{'macro-F1':>10}"]
+    lines += [
+        f"  {label:<22}{s['accuracy']:>10.4f}{s['balanced_accuracy']:>10.4f}{s['macro_f1']:>10.4f}"
+        for label, s in rows
+    ]
+    return lines
 
 
 @app.command()

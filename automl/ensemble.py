@@ -1,21 +1,28 @@
-"""``automl ensemble``: the top trials' fold models vote; scored on the hold-out tuning never saw.
+"""``automl ensemble``: choose trials out-of-fold, let their fold models vote on the hold-out.
 
-Members are the ``top_k`` completed trials by CV value (ties: lower trial number). Every fold
-model of every member votes (``top_k x n_folds`` models); the rule is ``ensemble.vote``:
-``majority`` (ties broken by the higher mean probability, see ``voting.py``) or ``soft``.
+Members come from ``ensemble.selection`` (see ``selection.py``): ``greedy`` (the default) is
+greedy forward selection with replacement over every completed trial with out-of-fold
+probabilities (``oof.npz``) and fold models on disk, which gives each member a weight (how many
+times it was chosen); ``top_k`` takes the ``top_k`` completed trials by CV value (ties: lower
+trial number), weight 1 each. Every fold model of every member votes with its trial's weight;
+the rule is ``ensemble.vote``: ``majority`` (ties broken by the higher mean probability, see
+``voting.py``) or ``soft``.
 
-Two scores are written side by side: the ensemble, and the best single trial (its own fold
-models voting by the same rule), both on the hold-out, plus the ensemble's out-of-fold score
-(each member's out-of-fold probabilities voting), which needs no hold-out. Everything goes to
-``<study>/ensemble/``: ``ensemble.json`` (members, model paths, scores; what ``predict`` reads),
-the hold-out confusion matrix as CSV and PNG, and the hold-out predictions CSV.
+Scores are written side by side: the ensemble and the best single trial (the best CV value
+among trials with fold models; its own fold models voting by the same rule), out-of-fold (each
+member's out-of-fold probabilities voting with its weight, no hold-out needed; this is what the
+selection optimised, so it is optimistic) and on the hold-out (the honest estimate). Everything
+goes to ``<study>/ensemble/``: ``ensemble.json`` (members with weights and model paths, the
+selection curve, scores; what ``predict`` and ``export`` read), the hold-out confusion matrix as
+CSV and PNG, and the hold-out predictions CSV. Manifests written before weights existed have no
+``weight``; readers take 1.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,14 +32,20 @@ import optuna
 
 from automl.artifacts import save_ensemble_note
 from automl.config import Config
-from automl.errors import StudyError
+from automl.errors import ConfigError, StudyError
 from automl.export import (
     predictions_frame,
     write_confusion_matrix,
     write_frame_csv,
     write_json,
 )
-from automl.metrics import METRICS, classification_report
+from automl.metrics import METRICS, classification_report, score_predictions
+from automl.selection import (
+    SELECTION_METHODS,
+    Selection,
+    greedy_selection,
+    top_k_selection,
+)
 from automl.study import paths_for, top_trials, trial_folder
 from automl.thresholds import Threshold, choose_threshold, rates_at
 from automl.voting import Vote, vote
@@ -45,24 +58,39 @@ _SUMMARY_METRICS = METRICS
 
 @dataclass(frozen=True)
 class Member:
-    """One trial of the ensemble and its fold models."""
+    """One trial of the ensemble and its fold models.
+
+    Attributes:
+        trial: the trial number.
+        value: its study value (CV score).
+        models: paths of its ``fold_<k>.keras`` models, in fold order.
+        oof_path: its ``oof.npz`` (out-of-fold probabilities); may not exist.
+        weight: how many votes each of its fold models casts (greedy selection's multiplicity).
+    """
 
     trial: int
     value: float
     models: tuple[str, ...]
     oof_path: str
+    weight: int = 1
 
 
-def select_members(
-    study: optuna.Study, top_k: int, folder_of: Callable[[int], Path] | None = None
+def trial_library(
+    study: optuna.Study, folder_of: Callable[[int], Path] | None = None, limit: int | None = None
 ) -> list[Member]:
-    """The best ``top_k`` completed trials whose fold models are on disk.
+    """Completed trials whose fold models are on disk, best CV value first (ties: lower number).
 
     ``folder_of(number)`` finds a trial's folder on this machine (``study.artifacts_dir``); a
-    worker on another machine recorded its own path in ``trial_dir``, the fallback.
+    worker on another machine recorded its own path in ``trial_dir``, the fallback. ``limit``
+    stops after that many trials. A trial without fold models is left out with a warning.
+
+    Raises:
+        StudyError: no completed trial has fold models.
     """
-    members = []
-    for trial in top_trials(study, top_k):
+    members: list[Member] = []
+    for trial in top_trials(study, len(study.trials)):
+        if limit is not None and len(members) >= limit:
+            break
         if folder_of is not None:
             folder = folder_of(trial.number)
         else:
@@ -88,50 +116,109 @@ def select_members(
     return members
 
 
+def select_members(
+    study: optuna.Study, top_k: int, folder_of: Callable[[int], Path] | None = None
+) -> list[Member]:
+    """The best ``top_k`` completed trials whose fold models are on disk (weight 1 each).
+
+    See :func:`trial_library` for ``folder_of`` and the error raised.
+    """
+    return trial_library(study, folder_of, limit=top_k)
+
+
 def run_ensemble(
     config: Config,
     study: optuna.Study,
     *,
     top_k: int | None = None,
     vote_method: str | None = None,
+    selection: str | None = None,
     tta: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Build, score and save the ensemble; return the manifest written to ``ensemble.json``."""
+    """Select, score and save the ensemble; return the manifest written to ``ensemble.json``.
+
+    Args:
+        config: the study's configuration.
+        study: the Optuna study.
+        top_k: members for ``selection="top_k"`` (default ``ensemble.top_k``); greedy ignores
+            it.
+        vote_method: ``"majority"`` or ``"soft"`` (default ``ensemble.vote``).
+        selection: ``"greedy"`` or ``"top_k"`` (default ``ensemble.selection``).
+        tta: also score test-time augmentation (flips) on the hold-out.
+        progress: show progress bars.
+
+    Raises:
+        ConfigError: ``selection`` is not a known method.
+        StudyError: no completed trial has fold models, or (greedy) none has ``oof.npz``.
+    """
     from automl.inference import predict_probabilities
     from automl.tune import prepare_splits
 
-    top_k = top_k or config.ensemble.top_k
     method = vote_method or config.ensemble.vote
-    members = select_members(study, top_k, lambda number: trial_folder(config, number))
+    chosen_by = selection or config.ensemble.selection
+    if chosen_by not in SELECTION_METHODS:
+        raise ConfigError(
+            f"selection must be one of {', '.join(SELECTION_METHODS)}, got {chosen_by!r}."
+        )
+    top_k = (top_k or config.ensemble.top_k) if chosen_by == "top_k" else None
+    library = trial_library(study, lambda number: trial_folder(config, number))
     splits = prepare_splits(config, progress=progress)
     names = splits.tuning.class_names
+    labels = splits.tuning.labels
+    oof = _load_oof(library, splits.tuning.ids, len(names))
+    picked = _select(config, library, oof, labels, chosen_by, method, top_k or 0)
+    weights = dict(picked.weights) if picked is not None else {}
+    if chosen_by == "greedy":
+        by_trial = {m.trial: m for m in library}
+        members = [replace(by_trial[t], weight=w) for t, w in weights.items()]
+    else:
+        members = library[:top_k]
+    best = library[0]  # the best single trial: the study's best CV value with fold models
     out_dir = paths_for(config).ensemble
+    metric = config.study.metric
     manifest: dict[str, Any] = {
         "study": config.study.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "metric": config.study.metric,
+        "metric": metric,
+        "selection": chosen_by,
         "vote": method,
         "top_k": top_k,
         "class_names": list(names),
         "image_size": config.data.image_size,
+        "library_size": picked.library_size if picked is not None else len(library),
         "members": [
-            {"trial": m.trial, "cv_value": m.value, "models": list(m.models)} for m in members
+            {
+                "trial": m.trial,
+                "cv_value": m.value,
+                "weight": m.weight,
+                "oof_score": _single_score(metric, labels, oof.get(m.trial), method),
+                "models": list(m.models),
+            }
+            for m in members
         ],
         "n_models": sum(len(m.models) for m in members),
+        "n_votes": sum(m.weight * len(m.models) for m in members),
+        "selection_curve": [step.to_dict() for step in picked.curve] if picked else [],
         "out_of_fold": None,
+        "out_of_fold_best_single_trial": None,
         "holdout": None,
         "threshold": None,
     }
-    oof_vote = _oof_vote(members, method)
+    oof_vote = _oof_vote(members, oof, method)
     if oof_vote is not None:
-        report = classification_report(
-            splits.tuning.labels, oof_vote.labels, oof_vote.probabilities, names
-        )
+        report = classification_report(labels, oof_vote.labels, oof_vote.probabilities, names)
         manifest["out_of_fold"] = {k: report[k] for k in _SUMMARY_METRICS}
+    if best.trial in oof:
+        alone = vote(oof[best.trial][np.newaxis], method)
+        report = classification_report(labels, alone.labels, alone.probabilities, names)
+        manifest["out_of_fold_best_single_trial"] = {
+            "trial": best.trial,
+            **{k: report[k] for k in _SUMMARY_METRICS},
+        }
     threshold = None
     if config.ensemble.target_recall is not None and oof_vote is not None and len(names) == 2:
-        threshold = _threshold(config, names, splits.tuning.labels, oof_vote.probabilities)
+        threshold = _threshold(config, names, labels, oof_vote.probabilities)
         manifest["threshold"] = threshold.to_dict()
     holdout = splits.holdout
     if holdout is None or len(holdout) == 0:
@@ -139,10 +226,20 @@ def run_ensemble(
             "no hold-out set (holdout_fraction: 0 and no data.test): scored out-of-fold only"
         )
     else:
-        all_models = [path for m in members for path in m.models]
-        probabilities = predict_probabilities(all_models, holdout.images, progress=progress)
-        ensemble_vote = vote(probabilities, method)
-        single_vote = vote(probabilities[: len(members[0].models)], method)
+        member_models = [path for m in members for path in m.models]
+        model_weights = [m.weight for m in members for _ in m.models]
+        # The best single trial need not be a member under greedy: predict its models too.
+        extra = [] if any(m.trial == best.trial for m in members) else list(best.models)
+        probabilities = predict_probabilities(
+            member_models + extra, holdout.images, progress=progress
+        )
+        ensemble_vote = vote(probabilities[: len(member_models)], method, model_weights)
+        if extra:
+            single = probabilities[len(member_models) :]
+        else:
+            start = _offset(members, best.trial)
+            single = probabilities[start : start + len(best.models)]
+        single_vote = vote(single, method)
         ensemble_report = classification_report(
             holdout.labels, ensemble_vote.labels, ensemble_vote.probabilities, names
         )
@@ -152,13 +249,14 @@ def run_ensemble(
         manifest["holdout"] = {
             "n_images": len(holdout),
             "ensemble": ensemble_report,
-            "best_single_trial": {"trial": members[0].trial, **single_report},
+            "best_single_trial": {"trial": best.trial, **single_report},
         }
         if tta:
             # Test-time augmentation (flips), scored next to the plain prediction.
             flipped = vote(
-                predict_probabilities(all_models, holdout.images, tta=True, progress=progress),
+                predict_probabilities(member_models, holdout.images, tta=True, progress=progress),
                 method,
+                model_weights,
             )
             tta_report = classification_report(
                 holdout.labels, flipped.labels, flipped.probabilities, names
@@ -176,7 +274,7 @@ def run_ensemble(
             out_dir / "confusion_matrix.png",
             np.asarray(ensemble_report["confusion_matrix"]),
             names,
-            title=f"{config.study.name}: ensemble of {len(all_models)} models on the hold-out",
+            title=f"{config.study.name}: ensemble of {len(member_models)} models on the hold-out",
         )
         frame = predictions_frame(holdout.ids, names, ensemble_vote)
         frame.insert(2, "true_label", np.asarray(names, dtype=object)[holdout.labels])
@@ -188,16 +286,119 @@ def run_ensemble(
     return manifest
 
 
-def _oof_vote(members: list[Member], method: str) -> Vote | None:
-    """Members' out-of-fold probabilities voting: an ensemble score that needs no hold-out."""
-    stacked = []
-    for member in members:
+def member_weights(manifest: dict[str, Any]) -> list[int]:
+    """One weight per fold model listed in ``manifest`` (its trial's; 1 in old manifests)."""
+    return [int(m.get("weight", 1)) for m in manifest["members"] for _ in m["models"]]
+
+
+def _select(
+    config: Config,
+    library: list[Member],
+    oof: dict[int, np.ndarray],
+    labels: np.ndarray,
+    chosen_by: str,
+    method: str,
+    top_k: int,
+) -> Selection | None:
+    """Run the selection on the out-of-fold probabilities; None for a top_k without them."""
+    candidates = [m for m in library if m.trial in oof]
+    arguments = {
+        "metric": config.study.metric,
+        "vote_method": method,
+        "direction": config.study.direction,
+    }
+    if chosen_by == "greedy":
+        missing = [m.trial for m in library if m.trial not in oof]
+        if not candidates:
+            raise StudyError(
+                f"study '{config.study.name}': no completed trial has usable out-of-fold "
+                "predictions (oof.npz), which greedy selection needs; use "
+                "`automl ensemble --selection top_k` or re-run `automl tune`."
+            )
+        if missing:
+            logger.warning(
+                "trials %s have no usable oof.npz: not candidates for greedy selection",
+                ", ".join(map(str, missing)),
+            )
+        return greedy_selection(
+            np.stack([oof[m.trial] for m in candidates]),
+            labels,
+            [m.trial for m in candidates],
+            [m.value for m in candidates],
+            **arguments,
+        )
+    if not all(m.trial in oof for m in library[:top_k]):
+        return None  # no out-of-fold curve, as before out-of-fold files existed
+    return top_k_selection(
+        np.stack([oof[m.trial] for m in candidates]),
+        labels,
+        [m.trial for m in candidates],
+        [m.value for m in candidates],
+        top_k,
+        **arguments,
+    )
+
+
+def _load_oof(library: list[Member], ids: np.ndarray, n_classes: int) -> dict[int, np.ndarray]:
+    """Out-of-fold probabilities per trial, for trials whose ``oof.npz`` matches the data."""
+    expected_ids = np.asarray(ids).astype(str)
+    loaded: dict[int, np.ndarray] = {}
+    for member in library:
         path = Path(member.oof_path)
         if not path.is_file():
-            return None
-        with np.load(path) as archive:
-            stacked.append(archive["probabilities"].astype(np.float64))
-    return vote(np.stack(stacked), method)
+            continue
+        try:
+            with np.load(path) as archive:
+                probabilities = archive["probabilities"]
+                saved_ids = archive["ids"] if "ids" in archive.files else None
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("trial %d: cannot read %s (%s); left out", member.trial, path, exc)
+            continue
+        if probabilities.shape != (len(expected_ids), n_classes) or (
+            saved_ids is not None and not np.array_equal(saved_ids.astype(str), expected_ids)
+        ):
+            # Rows must be the same images in the same order as the labels they are scored on.
+            logger.warning(
+                "trial %d: %s does not match the study's tuning images; left out",
+                member.trial,
+                path,
+            )
+            continue
+        if not np.isfinite(probabilities).all():
+            logger.warning(
+                "trial %d: %s holds NaN (unfinished fold); left out", member.trial, path
+            )
+            continue
+        loaded[member.trial] = probabilities
+    return loaded
+
+
+def _single_score(
+    metric: str, labels: np.ndarray, probabilities: np.ndarray | None, method: str
+) -> float | None:
+    if probabilities is None:
+        return None
+    alone = vote(probabilities[np.newaxis], method)
+    score = score_predictions(metric, labels, alone.labels, alone.probabilities)
+    return None if np.isnan(score) else score
+
+
+def _offset(members: list[Member], trial: int) -> int:
+    """Index of ``trial``'s first fold model in the members' concatenated model list."""
+    start = 0
+    for member in members:
+        if member.trial == trial:
+            return start
+        start += len(member.models)
+    raise ValueError(f"trial {trial} is not a member")
+
+
+def _oof_vote(members: list[Member], oof: dict[int, np.ndarray], method: str) -> Vote | None:
+    """Members' out-of-fold probabilities voting with their weights; None if one is missing."""
+    if not all(m.trial in oof for m in members):
+        return None
+    stacked = np.stack([oof[m.trial].astype(np.float64) for m in members])
+    return vote(stacked, method, [m.weight for m in members])
 
 
 def _threshold(
@@ -223,6 +424,8 @@ def _short(manifest: dict[str, Any]) -> dict[str, Any]:
     holdout = manifest["holdout"] or {}
     return {
         "members": [m["trial"] for m in manifest["members"]],
+        "weights": [m.get("weight", 1) for m in manifest["members"]],
+        "selection": manifest.get("selection", "top_k"),
         "vote": manifest["vote"],
         "holdout_accuracy": (holdout.get("ensemble") or {}).get("accuracy"),
         "best_single_holdout_accuracy": (holdout.get("best_single_trial") or {}).get("accuracy"),

@@ -12,7 +12,7 @@ import numpy as np
 
 from automl.config import Config
 from automl.data import list_image_files, read_images
-from automl.ensemble import load_manifest
+from automl.ensemble import load_manifest, member_weights
 from automl.errors import DataError
 from automl.export import kaggle_frame, predictions_frame, write_frame_csv
 from automl.thresholds import apply_threshold
@@ -36,7 +36,11 @@ class Prediction:
 
 
 def _with_threshold(
-    result: Vote, probabilities: np.ndarray, names: list[str], chosen: dict[str, Any]
+    result: Vote,
+    probabilities: np.ndarray,
+    names: list[str],
+    chosen: dict[str, Any],
+    weights: list[int] | None = None,
 ) -> Vote:
     if len(names) != 2:
         raise DataError(
@@ -48,7 +52,11 @@ def _with_threshold(
         )
     index = names.index(chosen["positive_class"])
     labels = apply_threshold(result.probabilities[:, index], float(chosen["threshold"]), index)
-    votes = (probabilities.argmax(axis=-1) == labels[None, :]).sum(axis=0)
+    agrees = probabilities.argmax(axis=-1) == labels[None, :]
+    # A model of weight w votes w times, as in voting.py.
+    votes = (
+        agrees.sum(axis=0) if weights is None else (agrees * np.asarray(weights)[:, None]).sum(0)
+    )
     return Vote(
         labels=labels, probabilities=result.probabilities, votes=votes, n_models=result.n_models
     )
@@ -107,8 +115,9 @@ def run_predict(
     kept = [p for p in paths if p not in failed_set]
     ids = image_ids(kept, input_path)
     models = [Path(p) for member in manifest["members"] for p in member["models"]]
+    weights = member_weights(manifest)  # greedy selection's multiplicities; 1 in old manifests
     probabilities = predict_probabilities(models, images, tta=tta, progress=progress)
-    result: Vote = vote(probabilities, manifest["vote"])
+    result: Vote = vote(probabilities, manifest["vote"], weights)
     names = manifest["class_names"]
     chosen = (
         manifest.get("threshold")
@@ -119,7 +128,7 @@ def run_predict(
         }
     )
     if chosen is not None and use_threshold:
-        result = _with_threshold(result, probabilities, names, chosen)
+        result = _with_threshold(result, probabilities, names, chosen, weights)
     if output_format == "kaggle":
         frame = kaggle_frame(ids, names, result, positive_class or config.ensemble.positive_class)
     else:
