@@ -124,14 +124,12 @@ def build_batch_mixer(augment: dict[str, Any], *, seed: int = 0) -> Any | None:
 
     def mix(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         draw = generator.uniform([2])
-        branches = [_apply(layer, images, labels) for layer in mixers]
-        mixed_images, mixed_labels = branches[0]
-        if len(branches) == 2:
-            use_second = draw[1] < 0.5
-            mixed_images = tf.where(use_second, branches[1][0], mixed_images)
-            mixed_labels = tf.where(use_second, branches[1][1], mixed_labels)
-        apply = draw[0] < probability
-        return tf.where(apply, mixed_images, images), tf.where(apply, mixed_labels, labels)
+        # Only the drawn branch runs: mixing a batch costs about as much as augmenting it.
+        branches = [lambda layer=layer: _apply(layer, images, labels) for layer in mixers]
+        branches.append(lambda: (images, labels))
+        which = tf.cast(tf.floor(draw[1] * len(mixers)), tf.int32)
+        which = tf.where(draw[0] < probability, tf.minimum(which, len(mixers) - 1), len(mixers))
+        return tf.switch_case(which, branches)
 
     return mix
 
