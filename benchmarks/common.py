@@ -212,19 +212,24 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_child(script: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+def run_child(
+    script: str, spec: dict[str, Any], label: str, *, stream_stderr: bool = False
+) -> dict[str, Any]:
     """Run ``script --run-one SPEC`` in a fresh process; return the JSON its last line prints.
 
     One process per measured setting: its imports, traced functions and peak memory are its own.
+    ``stream_stderr`` shows the child's stderr (its progress) as it runs instead of keeping it.
     """
     done = subprocess.run(
         [sys.executable, script, "--run-one", json.dumps(spec)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=None if stream_stderr else subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
     if done.returncode != 0:
-        raise SystemExit(f"{label}: the child failed:\n{done.stderr[-3000:]}")
+        detail = "see its stderr above" if stream_stderr else done.stderr[-3000:]
+        raise SystemExit(f"{label}: the child failed:\n{detail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
