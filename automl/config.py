@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +228,9 @@ def load_config(
             "(see search_spaces/)."
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -243,6 +246,27 @@ def load_config(
         )
     raw = apply_overrides(raw, overrides or [], source=str(path))
     return config_from_dict(raw, source=str(path), default_name=study_name or path.stem)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names the same key twice (YAML keeps the last one silently)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping, with both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(
+                    f"key '{key}' is written twice in one section, at lines {seen[key]} and "
+                    f"{line}; YAML would silently keep the second. Delete one of them."
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], *, source: str) -> dict[str, Any]:
@@ -422,15 +446,92 @@ def _algorithm(source: str, key: str, raw: Any, known: dict[str, str]) -> Algori
     name = options.pop("name")
     name = _choice(source, f"{key}.name", name, tuple(known))
     module = optuna.samplers if known is SAMPLERS else optuna.pruners
-    parameters = inspect.signature(getattr(module, known[name])).parameters
+    cls = getattr(module, known[name])
+    parameters = inspect.signature(cls).parameters
     valid = [p for p in parameters if p not in _MANAGED_KWARGS and p not in ("self", "kwargs")]
-    for option in options:
+    for option, value in options.items():
         if option not in valid:
             raise ConfigError(
                 f"{source}: {key}.{option} is not an option of optuna "
                 f"{known[name]}; valid options: {', '.join(valid) or 'none'}."
             )
+        _check_algorithm_option(source, f"{key}.{option}", value, parameters[option])
+    for option in valid:
+        if parameters[option].default is inspect.Parameter.empty and option not in options:
+            raise ConfigError(
+                f"{source}: {key}.{option} is required by optuna {known[name]}; add it, e.g. "
+                f"{key.split('.')[-1]}: {{name: {name}, {option}: ...}}."
+            )
+    if name != "grid":  # GridSampler needs the search space, which automl passes itself
+        # Optuna's own checks (e.g. PercentilePruner's percentile in [0, 100]), worded with
+        # the key, before any study exists.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental-option warnings
+                cls(**options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"{source}: {key} is not valid for optuna {known[name]}: {exc}"
+            ) from exc
+        except ImportError as exc:  # cmaes' optional package
+            raise ConfigError(
+                f"{source}: {key}.name={name} needs a package that is not installed ({exc}); "
+                f"pip install it, or choose another {key.split('.')[-1]}."
+            ) from exc
     return AlgorithmConfig(name, options)
+
+
+# Counts Optuna takes without checking them; a negative one silently means "none" or breaks later.
+_COUNT_OPTIONS = {
+    "n_startup_trials": 0,
+    "n_warmup_steps": 0,
+    "interval_steps": 1,
+    "n_ei_candidates": 1,
+    "n_min_trials": 1,
+    "min_early_stopping_rate": 0,
+    "reduction_factor": 2,
+    "patience": 0,
+    "population_size": 2,
+}
+
+
+def _check_algorithm_option(source: str, key: str, value: Any, parameter: Any) -> None:
+    """Check a sampler/pruner option against the type annotation of Optuna's signature."""
+    option = key.rsplit(".", 1)[-1]
+    annotation = parameter.annotation
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    allowed = {part.strip() for part in text.split("|")}
+    checks = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "None": lambda v: v is None,
+    }
+    known = [name for name in allowed if name in checks or name.startswith("dict[")]
+    if not [name for name in known if name != "None"]:  # a callable or an object
+        raise ConfigError(
+            f"{source}: {key} takes a Python object ({text}), which a YAML file cannot give; "
+            "leave it out, or build the study in Python."
+        )
+    ok = any(checks[name](value) for name in known if name in checks) or (
+        isinstance(value, dict) and any(name.startswith("dict[") for name in known)
+    )
+    if not ok:
+        words = {
+            "bool": "true or false",
+            "int": "an integer",
+            "float": "a number",
+            "str": "a string",
+            "None": "null",
+        }
+        expected = " or ".join(words.get(name, name) for name in sorted(known))
+        raise ConfigError(
+            f"{source}: {key} must be {expected}, got {value!r}." + yaml_number_hint(value)
+        )
+    low = _COUNT_OPTIONS.get(option)
+    if low is not None and isinstance(value, int) and value < low:
+        raise ConfigError(f"{source}: {key} must be an integer >= {low}, got {value}.")
 
 
 def _parse_data(source: str, raw: dict[str, Any]) -> DataConfig:

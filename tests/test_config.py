@@ -94,9 +94,37 @@ def test_study_name_argument_is_the_default_name(tmp_path: Path) -> None:
     assert load_config(named, study_name="other").study.name == "demo"  # the file wins
 
 
-def test_error_classes_are_value_errors() -> None:
-    assert issubclass(ConfigError, AutoMLError) and issubclass(ConfigError, ValueError)
-    assert issubclass(SpaceError, ConfigError)
+def test_user_input_errors_are_caught_as_value_errors(tmp_path: Path) -> None:
+    # Callers that guard with `except ValueError` (as for any bad argument) must catch both a
+    # file-level and a space-level mistake, and still know they came from automl.
+    for text in (minimal_with("ensemble: {top_k: 0}\n"), minimal_with("space: {epochs: 0}\n")):
+        try:
+            load_config(write_yaml(tmp_path, text))
+        except ValueError as exc:
+            assert isinstance(exc, AutoMLError) and isinstance(exc, ConfigError)
+        else:
+            pytest.fail(f"no error for {text!r}")
+    with pytest.raises(SpaceError):
+        load_config(write_yaml(tmp_path, minimal_with("space: {epochs: 0}\n")))
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path,
+        "data: {format: digits}\nspace:\n  batch_size: 32\n  epochs: 2\n  batch_size: 64\n",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"study\.yaml: key 'batch_size' is written twice in one section, at lines 3 and 5; "
+        r"YAML would silently keep the second\. Delete one of them\.",
+    ):
+        load_config(path)
+    # The same key in two different sections is fine.
+    text = (
+        "study: {name: twice}\ndata: {format: digits}\n"
+        "space: {backbone: {name: custom_cnn}, optimizer: {name: adam}}\n"
+    )
+    assert load_config(write_yaml(tmp_path, text)).study.name == "twice"
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -231,6 +259,40 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path: Path, text: str, mat
             "pruner: [median]",
             r"study\.pruner must be a name or a mapping with 'name' and options, "
             r"got \['median'\]; valid names: median, .*none\.",
+        ),
+        (
+            "sampler: {name: tpe, n_startup_trials: -1}",
+            r"study\.sampler\.n_startup_trials must be an integer >= 0, got -1\.",
+        ),
+        (
+            "pruner: {name: median, n_warmup_steps: '3'}",
+            r"study\.pruner\.n_warmup_steps must be an integer, got '3'\. It is quoted",
+        ),
+        (
+            "sampler: {name: tpe, multivariate: maybe}",
+            r"study\.sampler\.multivariate must be null or true or false, got 'maybe'\.",
+        ),
+        (
+            "sampler: {name: tpe, gamma: 0.1}",
+            r"study\.sampler\.gamma takes a Python object \(Callable.*\), which a YAML file "
+            r"cannot give",
+        ),
+        (
+            "pruner: {name: percentile}",
+            r"study\.pruner\.percentile is required by optuna PercentilePruner; add it",
+        ),
+        (
+            "pruner: {name: percentile, percentile: 150}",
+            r"study\.pruner is not valid for optuna PercentilePruner: Percentile must be between "
+            r"0 and 100",
+        ),
+        (
+            "pruner: {name: hyperband, reduction_factor: 1}",
+            r"study\.pruner\.reduction_factor must be an integer >= 2, got 1\.",
+        ),
+        (
+            "sampler: {name: qmc, qmc_type: lattice}",
+            r"study\.sampler is not valid for optuna QMCSampler: .*qmc_type='lattice'",
         ),
     ],
 )
