@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,8 @@ def _application(entry: Backbone, weights: str, image_size: int) -> keras.Model:
                 f"{entry.constructor}: {exc}. The file must hold {entry.constructor} weights "
                 "without the top (include_top=False)."
             ) from exc
+        if not _is_download_failure(exc):
+            raise  # a real error of ours or of Keras: never reported as "offline"
         keras_home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
         cache = keras_home / "models" / entry.weights_file
         raise WeightsUnavailableError(
@@ -176,6 +179,16 @@ def _application(entry: Backbone, weights: str, image_size: int) -> keras.Model:
             f"network, Keras caches them at {cache}; copy that file here to the same place, or "
             "set weights: /path/to/that/file, or weights: none."
         ) from exc
+
+
+# What keras.utils.get_file raises when the weights cannot be fetched or arrive damaged.
+_DOWNLOAD_MESSAGES = ("URL fetch failure", "Incomplete or corrupted file detected")
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    if isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError)):
+        return True
+    return str(exc).startswith(_DOWNLOAD_MESSAGES)
 
 
 def _set_trainable(backbone: keras.Model, unfrozen_layers: int) -> None:

@@ -140,3 +140,21 @@ def test_custom_resnet_stem_stride_halves_the_first_stage() -> None:
     )
     model = build_model(space.suggest(optuna.trial.FixedTrial({})), n_classes=3, image_size=48)
     assert model.get_layer("s0b0_add").output.shape[1:3] == (24, 24)
+
+
+def test_only_a_failed_download_is_reported_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug (here: an argument the constructor does not take, as a Keras upgrade could cause)
+    # must surface as itself, not as "offline".
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    original = keras.applications.ConvNeXtTiny
+
+    def broken(**kwargs):
+        return original(**kwargs, include_head=False)
+
+    monkeypatch.setattr(keras.applications, "ConvNeXtTiny", broken)
+    with pytest.raises(TypeError, match="include_head") as info:
+        ensure_weights("convnext_tiny", "imagenet", 32)
+    assert not isinstance(info.value, WeightsUnavailableError)
+    assert "could not be downloaded" not in str(info.value)
