@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -138,10 +140,18 @@ def run_tune(
     check_weights(config)
     paths = paths_for(config)
     resumed = check_resume(config, paths, splits)
+    # Folders this command creates, removed again if the storage refuses: a refused command
+    # leaves nothing behind (no empty studies/<name>/ that looks like a study).
+    created = [f for f in (_first_missing(paths.root), _first_missing(artifacts_root(config))) if f]
     _check_writable(paths)
     if artifacts_root(config) != paths.root:
         _check_writable(StudyPaths(artifacts_root(config)), key="study.artifacts_dir")
-    study = create_or_load(config)
+    try:
+        study = create_or_load(config)
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     config.save(paths.config)
     atomic_write_text(paths.splits, json.dumps(splits.to_dict()))
     publish_config(study, config, splits.to_dict())
@@ -208,6 +218,16 @@ def optimize(
         gc_after_trial=False,
         show_progress_bar=progress,
     )
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None: it exists)."""
+    folder = folder.resolve()
+    if folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
 
 
 def _check_writable(paths: StudyPaths, key: str = "study.studies_dir") -> None:
