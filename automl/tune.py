@@ -142,7 +142,8 @@ def run_tune(
     resumed = check_resume(config, paths, splits)
     # Folders this command creates, removed again if the storage refuses: a refused command
     # leaves nothing behind (no empty studies/<name>/ that looks like a study).
-    created = [f for f in (_first_missing(paths.root), _first_missing(artifacts_root(config))) if f]
+    missing = (_first_missing(paths.root), _first_missing(artifacts_root(config)))
+    created = [folder for folder in missing if folder is not None]
     _check_writable(paths)
     if artifacts_root(config) != paths.root:
         _check_writable(StudyPaths(artifacts_root(config)), key="study.artifacts_dir")
