@@ -457,18 +457,35 @@ def save_trial_note(
 
 
 def ensemble_note(manifest: dict[str, Any]) -> str:
-    """The study note after ``ensemble``: members, vote, hold-out and out-of-fold scores."""
+    """The study note after ``ensemble``: members with weights, the selection curve, scores."""
     members = manifest["members"]
     metric = manifest["metric"]
+    selection = manifest.get("selection", "top_k")  # manifests before greedy selection: top_k
+    library = manifest.get("library_size", len(members))
     lines = [
         f"## Ensemble ({manifest['created']})",
         f"{len(members)} trials x their folds = **{manifest['n_models']} models**, "
-        f"**{manifest['vote']}** vote.",
+        f"**{manifest['vote']}** vote, **{selection}** selection from {library} trials; "
+        "a trial's weight is how many votes each of its fold models casts.",
         "",
-        f"| trial | CV {metric} | fold models |",
-        "|---|---|---|",
+        f"| trial | weight | CV {metric} | out-of-fold {metric} | fold models |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {m['trial']} | {m['cv_value']:.4f} | {len(m['models'])} |" for m in members]
+    lines += [
+        f"| {m['trial']} | {m.get('weight', 1)} | {m['cv_value']:.4f} | "
+        f"{_fmt(m.get('oof_score'))} | {len(m['models'])} |"
+        for m in members
+    ]
+    curve = manifest.get("selection_curve") or []
+    if curve:
+        lines += [
+            "",
+            f"Selection: out-of-fold {metric} of the ensemble after each step.",
+            "",
+            f"| step | added trial | out-of-fold {metric} |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c['step']} | {c['trial']} | {c['score']:.4f} |" for c in curve]
     scores = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
     holdout = manifest.get("holdout")
     oof = manifest.get("out_of_fold")
@@ -489,6 +506,13 @@ def ensemble_note(manifest: dict[str, Any]) -> str:
         lines.append(
             "| out-of-fold: ensemble | " + " | ".join(_fmt(oof.get(s)) for s in scores) + " |"
         )
+        single = manifest.get("out_of_fold_best_single_trial")
+        if single:
+            lines.append(
+                f"| out-of-fold: best single trial {single['trial']} | "
+                + " | ".join(_fmt(single.get(s)) for s in scores)
+                + " |"
+            )
     if holdout:
         names = manifest["class_names"]
         matrix = holdout["ensemble"]["confusion_matrix"]

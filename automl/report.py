@@ -360,10 +360,16 @@ def _ensemble_sections(config: Config, out_dir: Path) -> list[Section]:
 
 
 def _comparison(manifest: dict[str, Any]) -> Section:
-    members = ", ".join(f"#{m['trial']} ({m['cv_value']:.4f})" for m in manifest["members"])
+    members = ", ".join(
+        f"#{m['trial']} x{m.get('weight', 1)} ({m['cv_value']:.4f})" for m in manifest["members"]
+    )
+    selection = manifest.get("selection", "top_k")  # manifests before greedy selection: top_k
+    library = manifest.get("library_size", len(manifest["members"]))
     intro = (
         f"<p>{len(manifest['members'])} trials x their folds = {manifest['n_models']} models, "
-        f"{_e(manifest['vote'])} vote; members (CV {_e(manifest['metric'])}): {_e(members)}. "
+        f"{_e(manifest['vote'])} vote, {_e(selection)} selection from {library} trials; "
+        f"members x weight (CV {_e(manifest['metric'])}): {_e(members)}. A trial's weight is "
+        f"how many votes each of its fold models casts. "
         f"Built {_e(manifest.get('created', ''))}.</p>"
     )
     rows = []
@@ -374,6 +380,9 @@ def _comparison(manifest: dict[str, Any]) -> Section:
         rows.append((f"hold-out: best single trial #{best['trial']}", best))
     if manifest.get("out_of_fold"):
         rows.append(("out-of-fold: ensemble", manifest["out_of_fold"]))
+    single = manifest.get("out_of_fold_best_single_trial")
+    if single:
+        rows.append((f"out-of-fold: best single trial #{single['trial']}", single))
     table = ""
     if rows:
         head = "".join(f"<th>{_e(s)}</th>" for s in _SCORES)
@@ -384,10 +393,29 @@ def _comparison(manifest: dict[str, Any]) -> Section:
             for label, scores in rows
         )
         table = f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table += _selection_curve(manifest)
     threshold = manifest.get("threshold")
     if threshold:
         table += f"<p>Decision threshold: {_e(json.dumps(threshold, default=str))}</p>"
     return Section("ensemble-vs-single", "Ensemble vs best single trial", intro + table)
+
+
+def _selection_curve(manifest: dict[str, Any]) -> str:
+    """The selection's steps: the trial added and the ensemble's out-of-fold score after."""
+    curve = manifest.get("selection_curve") or []
+    if not curve:
+        return ""
+    metric = _e(manifest["metric"])
+    body = "".join(
+        f"<tr><td>{c['step']}</td><td>{c['trial']}</td><td>{c['score']:.4f}</td></tr>"
+        for c in curve
+    )
+    return (
+        f"<p>Selection: out-of-fold {metric} of the ensemble after each step (the selection "
+        "optimised it, so it is optimistic; the hold-out rows above are the honest estimate)."
+        f'</p><table class="selection-curve"><thead><tr><th>step</th><th>added trial</th>'
+        f"<th>out-of-fold {metric}</th></tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _confusion_section(

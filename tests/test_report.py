@@ -208,9 +208,15 @@ def test_the_ensemble_leaves_a_study_note(study: optuna.Study, studies: Path) ->
     manifest = json.loads((studies / STUDY / "ensemble" / "ensemble.json").read_text())
     note = optuna_dashboard.get_note(study)
     assert note.startswith("## Ensemble")
-    assert f"**{manifest['n_models']} models**, **majority** vote" in note
+    assert f"**{manifest['n_models']} models**, **majority** vote, **greedy** selection" in note
     for member in manifest["members"]:
-        assert f"| {member['trial']} | {member['cv_value']:.4f} | 2 |" in note
+        weight, cv = member["weight"], member["cv_value"]
+        assert (
+            f"| {member['trial']} | {weight} | {cv:.4f} | {member['oof_score']:.4g} | 2 |" in note
+        )
+    assert manifest["selection_curve"], "greedy selection records at least its first step"
+    for step in manifest["selection_curve"]:
+        assert f"| {step['step']} | {step['trial']} | {step['score']:.4f} |" in note
     accuracy = manifest["holdout"]["ensemble"]["accuracy"]
     assert f"| hold-out (6 images): ensemble | {accuracy:.4g} |" in note
     assert "best single trial" in note and "| true \\ predicted |" in note
@@ -307,6 +313,13 @@ def test_the_report_tables_hold_the_study_numbers(study: optuna.Study, studies: 
     comparison = _section(page, "ensemble-vs-single")
     assert "hold-out (6 images): ensemble" in comparison
     assert f"best single trial #{manifest['holdout']['best_single_trial']['trial']}" in comparison
+    assert "greedy selection from 2 trials" in comparison
+    for member in manifest["members"]:
+        assert f"#{member['trial']} x{member['weight']} ({member['cv_value']:.4f})" in comparison
+    curve = comparison.split('class="selection-curve"')[1]
+    for step in manifest["selection_curve"]:
+        row = f"<tr><td>{step['step']}</td><td>{step['trial']}</td><td>{step['score']:.4f}</td>"
+        assert row in curve
     assert "One-vs-rest" in _section(page, "roc-curves")
 
 
