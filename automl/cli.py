@@ -288,7 +288,6 @@ def ensemble(
     from automl.ensemble import run_ensemble
     from automl.study import paths_for
 
-    config, optuna_study = _open(study, studies_dir)
     if vote is not None and vote not in ("majority", "soft"):
         typer.echo(f"error: --vote must be majority or soft, got {vote!r}.", err=True)
         raise typer.Exit(2)
@@ -304,6 +303,7 @@ def ensemble(
         raise typer.Exit(2)
     if selection is None and top is not None:
         selection = "top_k"  # `--top K` kept its meaning from before greedy selection existed
+    config, optuna_study = _open(study, studies_dir)
     manifest = _run(
         lambda: run_ensemble(
             config,

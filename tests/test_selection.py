@@ -271,51 +271,151 @@ ensemble:
 
 
 @pytest.fixture(scope="module")
-def digits_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tuned 3-trial study on scikit-learn's digits (1 epoch, 2 folds, 8 px); its folder."""
+def digits_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tuned 3-trial study on scikit-learn's digits (1 epoch, 2 folds, 8 px) and its ensemble.
+
+    Returns the studies folder and the stdout of ``automl ensemble`` (default: greedy).
+    """
     from automl.cli import app
 
     base = tmp_path_factory.mktemp("digits_selection")
     studies = base / "studies"
     space = base / "digits_sel.yaml"
     space.write_text(DIGITS_STUDY.format(studies=studies), encoding="utf-8")
-    tuned = CliRunner().invoke(app, ["tune", "--space", str(space), "--no-progress"])
+    runner = CliRunner()
+    tuned = runner.invoke(app, ["tune", "--space", str(space), "--no-progress"])
     assert tuned.exit_code == 0, tuned.output
-    return studies
+    where = ["--study", "digits_sel", "--studies-dir", str(studies), "--no-progress"]
+    ensembled = runner.invoke(app, ["ensemble", *where])
+    assert ensembled.exit_code == 0, ensembled.output
+    return studies, ensembled.stdout
 
 
-def test_greedy_on_a_real_study_beats_or_ties_every_single_trial(digits_study: Path) -> None:
-    from automl.cli import app
+def test_greedy_on_a_real_study_beats_or_ties_every_single_trial(
+    digits_study: tuple[Path, str],
+) -> None:
+    from automl.ensemble import load_manifest
     from automl.study import load_study, trial_folder
     from automl.tune import prepare_splits
 
-    result = CliRunner().invoke(
-        app, ["ensemble", "--study", "digits_sel", "--studies-dir", str(digits_study)]
-    )
-    assert result.exit_code == 0, result.output
-    out = result.stdout
+    studies, out = digits_study
+    config, study = load_study("digits_sel", studies)
+    manifest = load_manifest(config)
     assert "greedy selection from 3 trials" in out
-    manifest = json.loads((digits_study / "digits_sel" / "ensemble" / "ensemble.json").read_text())
     assert manifest["selection"] == "greedy" and manifest["library_size"] == 3
-    curve = manifest["selection_curve"]
-    assert [step["step"] for step in curve] == list(range(1, len(curve) + 1))
+    assert manifest["top_k"] is None
+    curve = [SelectionStep.from_dict(step) for step in manifest["selection_curve"]]
+    assert [step.step for step in curve] == list(range(1, len(curve) + 1))
     for step in curve:  # one printed line per step
-        assert f"step {step['step']:>2}: +trial {step['trial']}" in out
+        assert f"step {step.step:>2}: +trial {step.trial}" in out
     for member in manifest["members"]:
-        assert f"#{member['trial']} x{member['weight']}" in out
+        assert f"#{member['trial']} x{member['weight']} " in out
     assert sum(m["weight"] for m in manifest["members"]) == len(curve)
     assert manifest["n_votes"] == sum(m["weight"] * len(m["models"]) for m in manifest["members"])
     assert "hold-out (" in out and "best trial #" in out
 
     # Every trial's own out-of-fold accuracy, from its oof.npz: the ensemble is not below any.
-    config, study = load_study("digits_sel", digits_study)
     labels = prepare_splits(config).tuning.labels
     singles = []
     for trial in study.trials:
         with np.load(trial_folder(config, trial.number) / "oof.npz") as archive:
             singles.append(np.mean(archive["probabilities"].argmax(axis=1) == labels))
     assert manifest["out_of_fold"]["accuracy"] >= max(singles) - 1e-12
-    assert curve[0]["score"] == pytest.approx(max(singles))
+    assert curve[0].score == pytest.approx(max(singles))
     best = manifest["out_of_fold_best_single_trial"]
     assert best["trial"] == manifest["holdout"]["best_single_trial"]["trial"]
     assert manifest["out_of_fold"]["accuracy"] >= best["accuracy"]
+
+
+def test_top_k_and_option_checks_on_the_cli(digits_study: tuple[Path, str]) -> None:
+    from automl.cli import app
+
+    studies, _ = digits_study
+    where = ["--study", "digits_sel", "--studies-dir", str(studies), "--no-progress"]
+    runner = CliRunner()
+    conflict = runner.invoke(app, ["ensemble", *where, "--selection", "greedy", "--top", "2"])
+    assert conflict.exit_code == 2 and conflict.stdout == ""
+    assert conflict.stderr.startswith("error: --top sets the size of a top_k ensemble")
+    bad = runner.invoke(app, ["ensemble", *where, "--selection", "best"])
+    assert bad.exit_code == 2
+    assert bad.stderr == "error: --selection must be greedy or top_k, got 'best'.\n"
+    # --top alone means top_k, as before greedy selection existed; the greedy run is restored.
+    try:
+        top = runner.invoke(app, ["ensemble", *where, "--top", "2"])
+        assert top.exit_code == 0, top.output
+        assert "2 trials x folds = 4 models (4 votes), soft vote, top_k selection" in top.stdout
+        assert "step  2: +trial" in top.stdout and "step  3" not in top.stdout
+    finally:
+        again = runner.invoke(app, ["ensemble", *where])
+        assert again.exit_code == 0, again.output
+
+
+def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
+    digits_study: tuple[Path, str], tmp_path: Path
+) -> None:
+    import keras
+    import pandas as pd
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from automl.data import read_images
+    from automl.ensemble import MANIFEST, load_manifest, trial_library
+    from automl.export import write_json
+    from automl.export_model import export_ensemble
+    from automl.inference import predict_probabilities
+    from automl.predict import run_predict
+    from automl.study import load_study, paths_for, trial_folder
+
+    studies, _ = digits_study
+    config, study = load_study("digits_sel", studies)
+    path = paths_for(config).ensemble / MANIFEST
+    saved = load_manifest(config)
+    # Two members weighted 3 and 1, written as `automl ensemble` writes them.
+    library = trial_library(study, lambda number: trial_folder(config, number))[:2]
+    weighted = {
+        **saved,
+        "members": [
+            {"trial": m.trial, "cv_value": m.value, "weight": w, "models": list(m.models)}
+            for m, w in zip(library, (3, 1), strict=True)
+        ],
+    }
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    pixels = np.rint(load_digits().images[:6] * (255.0 / 16.0)).astype(np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"d{i}.png")
+    images, _ = read_images(sorted(folder.glob("*.png")), config.data.image_size)
+    models = [p for m in library for p in m.models]
+    per_model = predict_probabilities([Path(p) for p in models], images)
+    repeats = [w for m, w in zip(library, (3, 1), strict=True) for _ in m.models]
+    try:
+        write_json(path, weighted)
+        out = tmp_path / "weighted.csv"
+        result = run_predict(config, folder, out)
+        frame = pd.read_csv(out).sort_values("id")
+        probabilities = frame.filter(like="prob_").to_numpy()
+        np.testing.assert_allclose(
+            probabilities, np.average(per_model, axis=0, weights=repeats), atol=1e-9
+        )
+        assert result.n_models == len(models)  # fold model files; the CSV counts votes
+        assert frame["n_models"].eq(sum(repeats)).all()
+
+        exported = export_ensemble(config, tmp_path / "model.keras", latency_runs=1)
+        assert exported.n_models == len(models)
+        model = keras.saving.load_model(exported.path, safe_mode=True)
+        from_export = model.predict(images.astype("float32"), verbose=0)
+        np.testing.assert_allclose(from_export, probabilities, atol=1e-5)
+
+        # A manifest from before weights existed: every fold model votes once.
+        old = {**saved, "members": [dict(m) for m in weighted["members"]]}
+        for member in old["members"]:
+            del member["weight"]
+        write_json(path, old)
+        run_predict(config, folder, tmp_path / "old.csv")
+        old_frame = pd.read_csv(tmp_path / "old.csv").sort_values("id")
+        np.testing.assert_allclose(
+            old_frame.filter(like="prob_").to_numpy(), per_model.mean(axis=0), atol=1e-9
+        )
+        assert old_frame["n_models"].eq(len(models)).all()
+    finally:
+        write_json(path, saved)
