@@ -71,20 +71,41 @@ def test_outputs_cover_the_tuning_set_and_never_the_holdout(
     assert {"loss", "val_loss", "val_metric"} <= set(history[0][0])
 
 
-def test_a_clearly_bad_trial_is_pruned_inside_its_first_fold(
-    tmp_path: Path, data_root: Path
-) -> None:
-    # No accuracy can reach 1.01, so the threshold pruner stops the trial at its first report.
-    config, splits, study, objective = _setup(
-        tmp_path, data_root, n_trials=1, pruner="{name: threshold, lower: 1.01}"
-    )
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
-    assert trial.state == optuna.trial.TrialState.PRUNED
-    assert trial.user_attrs["pruned_at_step"] == 0
-    assert trial.user_attrs["pruned_in_fold"] == 0
-    assert list(trial.intermediate_values) == [0]
-    assert not Path(trial.user_attrs["trial_dir"]).exists()  # pruned trials leave no models
+DIGITS_STUDY = """
+study:
+  name: digits
+  seed: 3
+  sampler: {{name: random}}
+  pruner: {{name: median, n_startup_trials: 1, n_warmup_steps: 0}}
+  studies_dir: {studies}
+data: {{format: digits, image_size: 16, n_folds: 2, holdout_fraction: 0.2}}
+space:
+  backbone: {{name: custom_cnn, blocks: 2, filters: 8}}
+  head: {{layers: 0}}
+  learning_rate: {{type: float, low: 1.0e-7, high: 1.0e-2, log: true}}
+  batch_size: 32
+  epochs: 3
+"""
+
+
+def test_a_clearly_bad_trial_is_pruned_inside_its_first_fold(tmp_path: Path) -> None:
+    # The study's median pruner, a good trial first, then one whose learning rate cannot move
+    # it from chance: it must stop at its first report, in fold 0, and leave no models.
+    (tmp_path / "d.yaml").write_text(DIGITS_STUDY.format(studies=tmp_path / "studies"))
+    config = load_config(tmp_path / "d.yaml")
+    splits = prepare_splits(config)
+    study = create_or_load(config)
+    objective = Objective(config, splits, paths_for(config).root)
+    study.enqueue_trial({"learning_rate": 3.0e-3})
+    study.enqueue_trial({"learning_rate": 1.0e-7})
+    study.optimize(objective, n_trials=2)
+    good, bad = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.5
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert bad.user_attrs["pruned_at_step"] == 0 and bad.user_attrs["pruned_in_fold"] == 0
+    assert list(bad.intermediate_values) == [0]
+    assert bad.intermediate_values[0] < good.intermediate_values[0]
+    assert not Path(bad.user_attrs["trial_dir"]).exists()  # pruned trials leave no models
 
 
 def test_nan_loss_fails_the_trial_and_the_study_goes_on(tmp_path: Path, data_root: Path) -> None:
