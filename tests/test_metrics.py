@@ -36,8 +36,17 @@ Y_PRED = PROBABILITIES.argmax(axis=1)
 CLASS_NAMES = ["Basophil", "Eosinophil", "Erythroblast"]
 
 
-def test_every_metric_is_maximised() -> None:
-    assert {metric_direction(name) for name in METRICS} == {"maximize"}
+@pytest.mark.parametrize("name", METRICS)
+def test_each_metric_rises_with_better_predictions_and_is_maximised(name: str) -> None:
+    # The study's direction must match what the metric rewards: perfect > noisy > inverted.
+    n_classes = PROBABILITIES.shape[1]
+    perfect = np.eye(n_classes)[Y_TRUE]
+    inverted = np.roll(perfect, 1, axis=1)
+    noisy = 0.6 * perfect + 0.4 * inverted
+    noisy[::3] = inverted[::3]
+    scores = [compute_metric(name, Y_TRUE, p) for p in (perfect, noisy, inverted)]
+    assert scores[0] > scores[1] > scores[2]
+    assert metric_direction(name) == "maximize"
 
 
 def test_unknown_metric_lists_the_valid_ones() -> None:
