@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_folder_layout
+from conftest import make_folder_layout, wbc_crops
 
 from automl.data import read_source
 from automl.errors import DataError, StudyError
@@ -65,11 +66,22 @@ def test_too_many_folds_for_the_smallest_class(pool) -> None:
         make_splits(small, None, n_folds=5, holdout_fraction=0.25, seed=0)
 
 
-def test_separate_test_set_is_the_holdout_and_tuning_keeps_everything(pool) -> None:
-    test = pool.subset(np.arange(6))
+def test_separate_test_set_is_the_holdout_and_tuning_keeps_everything(
+    pool, shared_data: Path, tmp_path: Path
+) -> None:
+    # Other cells of the same classes (crops 12-15 of each class; the pool holds 0-11).
+    for name, files in wbc_crops(shared_data, per_class=16).items():
+        (tmp_path / name).mkdir()
+        for file in files[12:]:
+            shutil.copy2(file, tmp_path / name / file.name)
+    test = read_source(DataSource(format="folder", path=str(tmp_path)), 32)
     splits = make_splits(pool, test, n_folds=3, holdout_fraction=0.25, seed=0)
-    assert len(splits.tuning) == len(pool)
     assert splits.holdout is not None and list(splits.holdout.ids) == list(test.ids)
+    # Tuning keeps every pool image (no fraction is taken off) and none of the test images.
+    assert sorted(splits.tuning.ids) == sorted(pool.ids) and len(test) == 12
+    tuning_pixels = {image.tobytes() for image in splits.tuning.images}
+    assert not any(image.tobytes() in tuning_pixels for image in splits.holdout.images)
+    assert set(np.concatenate([val for _, val in splits.folds])) == set(range(len(pool)))
 
 
 def test_changed_data_is_refused_on_resume(pool, tmp_path: Path) -> None:
