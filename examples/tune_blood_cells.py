@@ -90,7 +90,8 @@ def main() -> int:
                 "epochs": 15,
                 "augment": {"flip": "horizontal_and_vertical"},
             },
-            "ensemble": {"top_k": 5, "vote": "majority"},
+            # Greedy forward selection on out-of-fold predictions picks the members.
+            "ensemble": {"selection": "greedy", "vote": "majority"},
         },
         source="examples/tune_blood_cells.py",
     )

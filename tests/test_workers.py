@@ -200,15 +200,28 @@ def test_out_of_memory_retries_once_with_half_the_batch_size(
     config = load_config(study_file(tmp_path, data_root, n_trials=2, epochs="1"))
     splits = prepare_splits(config)
     study = create_or_load(config)
-    make_dataset = automl.trial.make_dataset
+    build_model = automl.trial.build_model
     limit = {"batch_size": 4}  # "GPU memory" for at most 4 images per batch
 
-    def dataset(*args, batch_size: int, **kwargs):
-        if kwargs.get("training") and batch_size > limit["batch_size"]:
-            raise tf.errors.ResourceExhaustedError(None, None, f"OOM at batch {batch_size}")
-        return make_dataset(*args, batch_size=batch_size, **kwargs)
+    def model_that_runs_out_of_memory(*args, **kwargs):
+        # The error comes from inside the compiled training step, where TensorFlow raises it
+        # on a real GPU: a py_function raising MemoryError surfaces as ResourceExhaustedError.
+        model = build_model(*args, **kwargs)
+        train_step = model.train_step
 
-    monkeypatch.setattr(automl.trial, "make_dataset", dataset)
+        def check(batch: tf.Tensor) -> tf.Tensor:
+            if int(batch) > limit["batch_size"]:
+                raise MemoryError(f"OOM when allocating a tensor for a batch of {int(batch)}")
+            return batch
+
+        def step(data):
+            tf.py_function(check, [tf.shape(data[0])[0]], tf.int32)
+            return train_step(data)
+
+        model.train_step = step
+        return model
+
+    monkeypatch.setattr(automl.trial, "build_model", model_that_runs_out_of_memory)
     objective = Objective(config, splits, paths_for(config).root)
     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     first = study.trials[0]
@@ -316,7 +329,17 @@ def test_kill_9_of_a_gpu_pinned_worker_mid_trial_is_retried_with_its_finished_fo
                 assert a.user_attrs[DEVICES_ATTR] != b.user_attrs[DEVICES_ATTR]
 
     ensembled = runner.invoke(
-        app, ["ensemble", "--study", "cells", "--studies-dir", str(studies), "--no-progress"]
+        app,
+        [
+            "ensemble",
+            "--study",
+            "cells",
+            "--studies-dir",
+            str(studies),
+            "--top",
+            "2",
+            "--no-progress",
+        ],
     )
     assert ensembled.exit_code == 0, ensembled.output
     assert "2 trials x folds = 4 models" in ensembled.stdout
