@@ -85,9 +85,9 @@ def make_splits(
         DataError: a class is too small for the hold-out or for ``n_folds``, or ``test`` has
             classes the pool does not.
     """
-    _check_labelled(pool, "data")
+    check_labelled(pool, "data")
     if test is not None:
-        _check_labelled(test, "data.test")
+        check_labelled(test, "data.test")
         unknown = sorted(set(test.class_names) - set(pool.class_names))
         if unknown:
             raise DataError(
@@ -146,11 +146,18 @@ def _check_fold_sizes(tuning: ImageSet, n_folds: int) -> None:
         )
 
 
-def _check_labelled(images: ImageSet, key: str) -> None:
+def check_labelled(images: ImageSet, key: str) -> None:
+    """Refuse an empty set, images without a label, or fewer than two classes."""
     if len(images) == 0:
         raise DataError(f"{key}: no images were found; check the path and format.")
-    if (images.labels < 0).any():
-        raise DataError(f"{key}: some images have no label; tuning needs a label for every image.")
+    unlabelled = int((images.labels < 0).sum())
+    if unlabelled:
+        raise DataError(
+            f"{key}: {unlabelled} of {len(images)} images have no label (e.g. an .npz without a "
+            "labels array, or rows without a label); tuning needs a label for every image: add "
+            f"the labels ({key}.labels_key names the .npz array) or point {key} at labelled "
+            "images."
+        )
     if len(images.class_names) < 2:
         raise DataError(
             f"{key}: found {len(images.class_names)} class(es) {list(images.class_names)}; "

@@ -25,7 +25,7 @@ from automl.data import read_source
 from automl.errors import StudyError
 from automl.export import atomic_write_text
 from automl.space import WEIGHTS_NONE
-from automl.splits import Splits, make_splits
+from automl.splits import Splits, check_labelled, make_splits
 from automl.study import (
     StudyPaths,
     artifacts_root,
@@ -74,6 +74,10 @@ def prepare_splits(config: Config, *, progress: bool = False) -> Splits:
             progress=progress,
             where="data.test",
         )
+    # Before the screening, which groups images by label: unlabelled data stops here.
+    check_labelled(pool, "data")
+    if test is not None:
+        check_labelled(test, "data.test")
     # data.exclude, data.groups_from_duplicates and the cheap audit checks (automl/audit.py).
     screened = screen_data(config.data, pool, test)
     splits = make_splits(

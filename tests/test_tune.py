@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import real_image_array
 
 from automl.config import load_config
-from automl.errors import StudyError
+from automl.errors import DataError, StudyError
 from automl.tune import run_tune
 
 DIGITS = """
@@ -36,3 +38,17 @@ def test_a_storage_that_cannot_be_opened_leaves_no_study_folder(
     with pytest.raises(StudyError, match=match):
         run_tune(config, progress=False)
     assert not (tmp_path / "deep").exists()
+
+
+def test_an_npz_without_labels_is_one_clear_error(shared_data: Path, tmp_path: Path) -> None:
+    images, _ = real_image_array(shared_data, 32, per_class=4)
+    np.savez(tmp_path / "cells.npz", images=images)  # unlabelled, as a test set would be
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        f"study: {{name: nolabels, studies_dir: {tmp_path / 'studies'}}}\n"
+        f"data: {{format: npz, path: {tmp_path / 'cells.npz'}, image_size: 32, n_folds: 2}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"^data: 12 of 12 images have no label \(e\.g\. an \.npz"):
+        run_tune(load_config(path), progress=False)
+    assert not (tmp_path / "studies").exists()
