@@ -167,12 +167,13 @@ def run_ensemble(
     names = splits.tuning.class_names
     labels = splits.tuning.labels
     oof = _load_oof(library, splits.tuning.ids, len(names))
-    picked = _select(config, library, oof, labels, chosen_by, method, top_k or 0)
-    weights = dict(picked.weights) if picked is not None else {}
-    if chosen_by == "greedy":
+    picked: Selection | None
+    if top_k is None:
+        picked = _greedy(config, library, oof, labels, method)
         by_trial = {m.trial: m for m in library}
-        members = [replace(by_trial[t], weight=w) for t, w in weights.items()]
+        members = [replace(by_trial[t], weight=w) for t, w in picked.weights]
     else:
+        picked = _top_k(config, library, oof, labels, method, top_k)
         members = library[:top_k]
     best = library[0]  # the best single trial: the study's best CV value with fold models
     out_dir = paths_for(config).ensemble
@@ -291,51 +292,61 @@ def member_weights(manifest: dict[str, Any]) -> list[int]:
     return [int(m.get("weight", 1)) for m in manifest["members"] for _ in m["models"]]
 
 
-def _select(
+def _greedy(
     config: Config,
     library: list[Member],
     oof: dict[int, np.ndarray],
     labels: np.ndarray,
-    chosen_by: str,
+    method: str,
+) -> Selection:
+    """Greedy selection over the trials with out-of-fold probabilities."""
+    candidates = [m for m in library if m.trial in oof]
+    if not candidates:
+        raise StudyError(
+            f"study '{config.study.name}': no completed trial has usable out-of-fold "
+            "predictions (oof.npz), which greedy selection needs; use "
+            "`automl ensemble --selection top_k` or re-run `automl tune`."
+        )
+    missing = [m.trial for m in library if m.trial not in oof]
+    if missing:
+        logger.warning(
+            "trials %s have no usable oof.npz: not candidates for greedy selection",
+            ", ".join(map(str, missing)),
+        )
+    return greedy_selection(
+        np.stack([oof[m.trial] for m in candidates]),
+        labels,
+        [m.trial for m in candidates],
+        [m.value for m in candidates],
+        metric=config.study.metric,
+        vote_method=method,
+        direction=config.study.direction,
+    )
+
+
+def _top_k(
+    config: Config,
+    library: list[Member],
+    oof: dict[int, np.ndarray],
+    labels: np.ndarray,
     method: str,
     top_k: int,
 ) -> Selection | None:
-    """Run the selection on the out-of-fold probabilities; None for a top_k without them."""
-    candidates = [m for m in library if m.trial in oof]
-    arguments = {
-        "metric": config.study.metric,
-        "vote_method": method,
-        "direction": config.study.direction,
-    }
-    if chosen_by == "greedy":
-        missing = [m.trial for m in library if m.trial not in oof]
-        if not candidates:
-            raise StudyError(
-                f"study '{config.study.name}': no completed trial has usable out-of-fold "
-                "predictions (oof.npz), which greedy selection needs; use "
-                "`automl ensemble --selection top_k` or re-run `automl tune`."
-            )
-        if missing:
-            logger.warning(
-                "trials %s have no usable oof.npz: not candidates for greedy selection",
-                ", ".join(map(str, missing)),
-            )
-        return greedy_selection(
-            np.stack([oof[m.trial] for m in candidates]),
-            labels,
-            [m.trial for m in candidates],
-            [m.value for m in candidates],
-            **arguments,
-        )
+    """The top-k curve out-of-fold, or None when a member has no out-of-fold probabilities."""
     if not all(m.trial in oof for m in library[:top_k]):
-        return None  # no out-of-fold curve, as before out-of-fold files existed
+        return None  # scored on the hold-out only, as before out-of-fold files existed
+    # The members lead the ranking of the trials with oof.npz too, so top_k_selection picks
+    # the same ones, and its best single trial looks at every trial with oof.npz.
+    candidates = [m for m in library if m.trial in oof]
     return top_k_selection(
         np.stack([oof[m.trial] for m in candidates]),
         labels,
         [m.trial for m in candidates],
         [m.value for m in candidates],
         top_k,
-        **arguments,
+        metric=config.study.metric,
+        vote_method=method,
+        direction=config.study.direction,
     )
 
 

@@ -419,3 +419,41 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
         assert old_frame["n_models"].eq(len(models)).all()
     finally:
         write_json(path, saved)
+
+
+def test_trials_without_oof_are_not_candidates_and_none_at_all_is_an_error(
+    digits_study: tuple[Path, str],
+) -> None:
+    from automl.cli import app
+    from automl.ensemble import MANIFEST
+    from automl.study import load_study, paths_for, trial_folder
+
+    studies, _ = digits_study
+    config, study = load_study("digits_sel", studies)
+    manifest_path = paths_for(config).ensemble / MANIFEST
+    saved = manifest_path.read_text(encoding="utf-8")
+    first = json.loads(saved)["selection_curve"][0]["trial"]  # the best trial out-of-fold
+    hidden = {t.number: trial_folder(config, t.number) / "oof.npz" for t in study.trials}
+    where = ["--study", "digits_sel", "--studies-dir", str(studies), "--no-progress"]
+    runner = CliRunner()
+    try:
+        hidden[first].rename(hidden[first].with_suffix(".hidden"))
+        result = runner.invoke(app, ["ensemble", *where])
+        assert result.exit_code == 0, result.output
+        assert f"trials {first} have no usable oof.npz" in result.stderr
+        members = json.loads(manifest_path.read_text())["members"]
+        assert first not in [m["trial"] for m in members]
+        assert "greedy selection from 2 trials" in result.stdout
+        for number, path in hidden.items():
+            if number != first:
+                path.rename(path.with_suffix(".hidden"))
+        result = runner.invoke(app, ["ensemble", *where])
+        assert result.exit_code == 2 and result.stdout == ""
+        error = result.stderr.strip().splitlines()[-1]  # after the data-loading log lines
+        assert error.startswith("error: study 'digits_sel': no completed trial has usable ")
+        assert "out-of-fold predictions (oof.npz)" in error and "--selection top_k" in error
+    finally:
+        for path in hidden.values():
+            if path.with_suffix(".hidden").exists():
+                path.with_suffix(".hidden").rename(path)
+        manifest_path.write_text(saved, encoding="utf-8")
