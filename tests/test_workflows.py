@@ -82,10 +82,20 @@ def test_histopathology_workflow(shared_data: Path, tmp_path: Path) -> None:
     ensembled = _invoke(
         "ensemble", "--study", "histopathology", "--studies-dir", str(studies), "--no-progress"
     )
-    assert "threshold: '1' at p >= " in ensembled.stdout
     manifest = json.loads((studies / "histopathology" / "ensemble" / "ensemble.json").read_text())
-    assert manifest["threshold"]["recall"] >= 0.95
-    assert set(manifest["holdout"]["at_threshold"]) == {"recall", "precision"}
+    # The hold-out figures at the chosen threshold are computed from the hold-out predictions
+    # (recomputed here from the CSV the command wrote) and reported on the command's line.
+    threshold = manifest["threshold"]["threshold"]
+    rows = pd.read_csv(studies / "histopathology" / "ensemble" / "holdout_predictions.csv")
+    called = rows["prob_1"] >= threshold
+    positive = rows["true_label"].astype(str) == "1"
+    recall = (called & positive).sum() / positive.sum()
+    precision = (called & positive).sum() / max(called.sum(), 1)
+    at = manifest["holdout"]["at_threshold"]
+    assert at["recall"] == pytest.approx(recall) and at["precision"] == pytest.approx(precision)
+    assert (
+        f"hold-out recall {at['recall']:.4f}, precision {at['precision']:.4f}" in ensembled.stdout
+    )
 
     submission = tmp_path / "submission.csv"
     _invoke(
@@ -128,7 +138,7 @@ def test_histopathology_workflow(shared_data: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_small_grayscale_workflow(tmp_path: Path) -> None:
+def test_small_grayscale_workflow(shared_data: Path, tmp_path: Path) -> None:
     studies = tmp_path / "studies"
     space = str(REPO / "search_spaces" / "small_grayscale.yaml")
     quick = ["--set", "space.epochs=2", "--studies-dir", str(studies)]
@@ -149,9 +159,7 @@ def test_small_grayscale_workflow(tmp_path: Path) -> None:
     images = tmp_path / "digits"
     images.mkdir()
     for file in sorted(
-        (REPO.parent / "shared" / "data" / "bccd_wbc_crops" / "BCCD_cropped" / "Basophil").glob(
-            "*.jpg"
-        )
+        (shared_data / "bccd_wbc_crops" / "BCCD_cropped" / "Basophil").glob("*.jpg")
     ):
         shutil.copy2(file, images / file.name)
     out = tmp_path / "p.csv"
