@@ -21,6 +21,7 @@ import optuna  # noqa: E402
 import typer  # noqa: E402
 
 from automl.config import Config, load_config  # noqa: E402
+from automl.console import filter_stderr  # noqa: E402
 from automl.errors import AutoMLError  # noqa: E402
 
 app = typer.Typer(
@@ -571,6 +572,8 @@ def worker(
 
 def main() -> None:
     """Console-script entry point."""
+    if "--debug" not in sys.argv[1:]:
+        filter_stderr()  # TensorFlow's start-up lines; --debug shows everything
     app()
 
 

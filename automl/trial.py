@@ -43,6 +43,8 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,24 @@ def configure_device(mixed_precision: str) -> dict[str, Any]:
     return {"gpus": len(gpus), "mixed_precision": use_mixed}
 
 
+@dataclass(frozen=True)
+class EpochStatus:
+    """Where a running trial is: what the progress bar shows between trials' ends."""
+
+    trial: int
+    fold: int  # from 0
+    n_folds: int
+    epoch: int  # from 0
+    epochs: int
+    score: float  # the validation metric after this epoch
+
+    def describe(self, metric: str) -> str:
+        return (
+            f"trial {self.trial} fold {self.fold + 1}/{self.n_folds} "
+            f"epoch {self.epoch + 1}/{self.epochs} val {metric} {self.score:.4f}"
+        )
+
+
 class _FoldReporter(keras.callbacks.Callback):
     """Scores the validation fold after each epoch, reports it to Optuna, and asks to prune."""
 
@@ -104,9 +124,13 @@ class _FoldReporter(keras.callbacks.Callback):
         val_data: Any,
         y_val: np.ndarray,
         metric: str,
+        on_epoch: Callable[[EpochStatus], None] | None = None,
+        n_folds: int = 1,
+        epochs: int = 1,
     ) -> None:
         super().__init__()
         self.trial, self.fold, self.stride = trial, fold, stride
+        self.on_epoch, self.n_folds, self.epochs = on_epoch, n_folds, epochs
         self.val_data, self.y_val, self.metric = val_data, y_val, metric
         self.history: list[dict[str, float]] = []
         self.pruned_at: int | None = None
@@ -141,6 +165,10 @@ class _FoldReporter(keras.callbacks.Callback):
                 "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
             }
         )
+        if self.on_epoch is not None:
+            self.on_epoch(
+                EpochStatus(self.trial.number, self.fold, self.n_folds, epoch, self.epochs, score)
+            )
         step = self.fold * self.stride + epoch
         # Optuna cannot prune multi-objective trials: report only with a single objective.
         if math.isfinite(score) and len(self.trial.study.directions) == 1:
@@ -153,7 +181,15 @@ class _FoldReporter(keras.callbacks.Callback):
 class Objective:
     """Callable for ``study.optimize``: trains the trial's folds on the study's fixed splits."""
 
-    def __init__(self, config: Config, splits: Splits, study_dir: Path) -> None:
+    def __init__(
+        self,
+        config: Config,
+        splits: Splits,
+        study_dir: Path,
+        on_epoch: Callable[[EpochStatus], None] | None = None,
+    ) -> None:
+        """``on_epoch`` hears about every scored epoch (the progress bar shows it)."""
+        self.on_epoch = on_epoch
         self.config = config
         self.splits = splits
         self.study_dir = study_dir
@@ -304,6 +340,9 @@ class Objective:
                 val_data=val_ds,
                 y_val=y_val,
                 metric=config.study.metric,
+                on_epoch=self.on_epoch,
+                n_folds=len(splits.folds),
+                epochs=int(params["epochs"]),
             )
             # Averaged weights first, so the reporter and everything after see them.
             callbacks: list[keras.callbacks.Callback] = (

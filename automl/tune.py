@@ -209,20 +209,54 @@ def optimize(
     callbacks: list[Any],
     progress: bool,
 ) -> None:
-    """Run trials of the k-fold objective in this process (the in-process run and each worker)."""
+    """Run trials of the k-fold objective in this process (the in-process run and each worker).
+
+    With ``progress`` a bar counts finished trials and shows the running trial's fold, epoch
+    and last validation score (updated every epoch, one line, like Keras' own progress).
+    """
     from automl.trial import Objective, TrialFailed
 
-    study.optimize(
-        Objective(config, splits, artifacts_root(config)),
-        n_trials=n_trials,
-        timeout=config.study.timeout,
-        catch=(TrialFailed,),
-        callbacks=callbacks,
-        # The objective already clears the Keras session and collects after every trial; a
-        # second full collection here would only cost time (~0.1-0.5 s with TensorFlow loaded).
-        gc_after_trial=False,
-        show_progress_bar=progress,
-    )
+    bar = _TrialBar(study, n_trials, config.study.metric) if progress else None
+    try:
+        study.optimize(
+            Objective(config, splits, artifacts_root(config), on_epoch=bar.epoch if bar else None),
+            n_trials=n_trials,
+            timeout=config.study.timeout,
+            catch=(TrialFailed,),
+            callbacks=[*callbacks, *([bar.trial_done] if bar else [])],
+            # The objective already clears the Keras session and collects after every trial;
+            # a second full collection here would only cost time (~0.1-0.5 s with TensorFlow).
+            gc_after_trial=False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class _TrialBar:
+    """tqdm bar over trials: best value so far, and where the running trial is."""
+
+    def __init__(self, study: optuna.Study, n_trials: int | None, metric: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.metric = metric
+        self.bar = tqdm(total=n_trials, unit="trial", dynamic_ncols=True)
+        best = top_trials(study, 1)
+        if best:
+            self.bar.set_description(f"best {best[0].values[0]:.4f}")
+
+    def epoch(self, status: Any) -> None:
+        self.bar.set_postfix_str(status.describe(self.metric), refresh=True)
+
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        best = top_trials(study, 1)
+        if best:
+            self.bar.set_description(f"best {best[0].values[0]:.4f}")
+        self.bar.set_postfix_str("")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _first_missing(folder: Path) -> Path | None:

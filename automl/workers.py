@@ -39,7 +39,6 @@ import collections
 import json
 import logging
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.config import Config, load_config
+from automl.console import TF_NOISE
 from automl.errors import ConfigError, StudyError
 from automl.export import atomic_write_text
 from automl.heartbeat import WORKER_ATTR, fail_stale_trials
@@ -72,9 +72,6 @@ from automl.study import (
 logger = logging.getLogger(__name__)
 
 SLOT_ENV = "AUTOML_WORKER_SLOT"
-# absl's info lines ("I0000 00:00:... port.cc:153] oneDNN ...") and its preamble, printed by
-# every TensorFlow start whatever TF_CPP_MIN_LOG_LEVEL says.
-_TF_NOISE = re.compile(r"^(I\d{4} \d\d:\d\d|WARNING: All log messages before absl)")
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 _SWEEP_SECONDS = 2.0
 
@@ -131,7 +128,7 @@ class _Child:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             line = line.rstrip()
-            if not line or _TF_NOISE.match(line):
+            if not line or TF_NOISE.match(line):
                 continue
             self.last_lines.append(line)
             if line in seen:

@@ -52,3 +52,23 @@ def test_an_npz_without_labels_is_one_clear_error(shared_data: Path, tmp_path: P
     with pytest.raises(DataError, match=r"^data: 12 of 12 images have no label \(e\.g\. an \.npz"):
         run_tune(load_config(path), progress=False)
     assert not (tmp_path / "studies").exists()
+
+
+def test_the_progress_bar_shows_the_running_trials_fold_epoch_and_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        f"study: {{name: bar, n_trials: 1, studies_dir: {tmp_path / 'studies'}}}\n"
+        "data: {format: digits, image_size: 8, n_folds: 2}\n"
+        "space: {backbone: {name: custom_cnn, blocks: 1, filters: 4}, head: {layers: 0}, "
+        "epochs: 2}\n",
+        encoding="utf-8",
+    )
+    result = run_tune(load_config(path), progress=True)
+    assert result.counts["complete"] == 1
+    err = capsys.readouterr().err
+    for fold in (1, 2):
+        for epoch in (1, 2):
+            assert f"trial 0 fold {fold}/2 epoch {epoch}/2 val accuracy 0." in err
+    assert "1/1" in err and "best 0." in err
