@@ -28,10 +28,12 @@ import logging
 import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,10 +224,8 @@ def _read_images(
         for index in range(start, stop):
             try:
                 out[index] = _decode_file(paths[index], image_size)
-            # Decoders of broken files raise all kinds of errors (OSError, SyntaxError,
-            # struct.error, DecompressionBombError...): each one means "this file is unreadable".
-            except Exception as error:
-                errors[index] = _reason(error)
+            except UnreadableImage as error:  # a bug of ours is no "unreadable file"
+                errors[index] = str(error)
         return errors
 
     errors = _run_chunks(len(paths), decode, progress, "Reading images")
@@ -264,13 +264,44 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+# What Pillow's decoders raise on a broken, truncated or hostile file (OSError includes
+# UnidentifiedImageError; SyntaxError, struct.error and zlib.error come from format plug-ins).
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
+class UnreadableImage(Exception):
+    """A file Pillow cannot decode; the message says why, in a few words."""
+
+
+def open_decoded(path: Path, draft_size: int | None = None) -> Image.Image:
+    """Open, fully decode and EXIF-orient one image file.
+
+    Raises:
+        UnreadableImage: the file cannot be decoded (only then: errors of the code around it
+            are not turned into "unreadable files", which ``on_unreadable: skip`` would drop).
+    """
+    try:
+        with Image.open(path) as opened:
+            if draft_size is not None:
+                # JPEG only: decode at 1/2, 1/4 or 1/8 scale while still at least this size.
+                opened.draft(None, (draft_size, draft_size))
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except DECODE_ERRORS as error:
+        raise UnreadableImage(_reason(error)) from error
+
+
 def _decode_file(path: Path, image_size: int) -> np.ndarray:
     """One image file as ``(s, s, 1)`` gray or ``(s, s, 3)`` RGB ``uint8``."""
-    with Image.open(path) as opened:
-        # JPEG only: decode at 1/2, 1/4 or 1/8 scale while still at least image_size.
-        opened.draft(None, (image_size, image_size))
-        image = ImageOps.exif_transpose(opened)
-    return _resize(_to_gray_or_rgb(image), image_size)
+    return _resize(_to_gray_or_rgb(open_decoded(path, image_size)), image_size)
 
 
 def _to_gray_or_rgb(image: Image.Image) -> Image.Image:

@@ -141,6 +141,20 @@ def test_unreadable_files_are_skipped_with_a_warning(
     assert skipped == [folder / "Eosinophil" / "junk.jpg"] and len(decoded) == 18
 
 
+def test_a_bug_while_reading_is_raised_never_skipped_as_unreadable(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under on_unreadable: skip, an error of automl's own code must not silently drop images.
+    import automl.data
+
+    def broken_resize(image: Image.Image, size: int) -> np.ndarray:
+        raise TypeError("resize() got an unexpected keyword argument")
+
+    monkeypatch.setattr(automl.data, "_resize", broken_resize)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        read_images(list_image_files(folder), SIZE, on_unreadable="skip")
+
+
 # --- folder ------------------------------------------------------------------------------------
 
 
