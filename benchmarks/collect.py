@@ -31,6 +31,7 @@ ORDER = (
     "workers_throughput",
     "gpu_throughput",
     "audit_speed",
+    "model_quality",
 )
 
 
@@ -113,6 +114,16 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         + (f", {overhead['ratio_warm']:.2f}x warm" if "ratio_warm" in overhead else ""),
         None if overhead is None else overhead["ratio"] <= 1.10,
     )
+    quality = results.get("model_quality")
+    if quality is None:
+        add(
+            "8. model quality (issue 13)",
+            "tuned ensemble, recipe, selection vs KerasTuner",
+            None,
+            None,
+        )
+    for row in (quality or {}).get("verdicts", []):  # judged by model_quality.py itself
+        add("8. model quality (issue 13)", row["target"], row["measured"], None, row["verdict"])
     gpu = results.get("gpu_throughput")
     on_gpu = bool(gpu and gpu["machine"].get("gpu"))
     add(
