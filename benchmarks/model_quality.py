@@ -228,7 +228,7 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
             study.stop()
 
     started = time.perf_counter()
-    n_trials = 1 if arm == "floor" else None
+    n_trials = 1 if arm == "floor" else budget  # a cap in case every trial failed at once
     optimize(study, config, splits, n_trials=n_trials, callbacks=[count], progress=False)
     tuned = time.perf_counter() - started
     run_ensemble(config, study)
