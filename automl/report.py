@@ -60,6 +60,11 @@ HOLDOUT_PREDICTIONS = "holdout_predictions.csv"
 _SCORES = METRICS
 
 
+class NotEnoughTrials(Exception):
+    """A plot that the study cannot have yet (too few completed trials): the one case that
+    becomes a "Not available" sentence instead of failing the command."""
+
+
 @dataclass(frozen=True)
 class Section:
     """One ``<section>`` of the report: its anchor, heading and HTML body."""
@@ -151,12 +156,15 @@ def _top_study(study: optuna.Study, k: int) -> optuna.Study:
 
 
 def _param_importances(study: optuna.Study, seed: int, metric: str) -> Any:
-    values = {t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = {t.values[0] for t in complete}
     if len(values) < 2:
-        raise ValueError(
+        raise NotEnoughTrials(
             "importances need completed trials with at least two different values; "
             f"this study has {len(values)} distinct value(s)"
         )
+    if not any(t.params for t in complete):
+        raise NotEnoughTrials("the space has no searched parameters to rank")
     return optuna.visualization.matplotlib.plot_param_importances(
         study,
         evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed),
@@ -200,8 +208,8 @@ def _optuna_plot(
                 warnings.simplefilter("ignore")  # experimental-API and "too few trials" warnings
                 axes = plot()
             figure = np.ravel(axes)[0].get_figure()
-        except Exception as exc:  # noqa: BLE001 - an impossible plot is a sentence, not an error
-            return Section(section_id, title, _missing(f"{type(exc).__name__}: {exc}") + extra)
+        except NotEnoughTrials as exc:  # any other error is a real failure of the report
+            return Section(section_id, title, _missing(str(exc)) + extra)
         try:
             figure.set_size_inches(9, 5)
             _save_figure(figure, png)

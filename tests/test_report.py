@@ -328,3 +328,17 @@ def test_a_report_before_the_ensemble_says_how_to_get_one(studies: Path) -> None
     assert f"No ensemble yet: run <code>automl ensemble --study {STUDY}</code>" in page
     assert '<section id="roc-curves">' not in page
     assert '<section id="leaderboard">' in page
+
+
+def test_a_plot_that_fails_fails_the_report_command(
+    studies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only "not enough trials" may become a "Not available" sentence; a real error (here a
+    # broken plot function) must stop the command with a non-zero status.
+    def broken(*args, **kwargs):
+        raise RuntimeError("matplotlib backend exploded")
+
+    monkeypatch.setattr(optuna.visualization.matplotlib, "plot_optimization_history", broken)
+    result = CliRunner().invoke(app, ["report", "--study", STUDY, "--studies-dir", str(studies)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, RuntimeError)
