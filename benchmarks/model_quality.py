@@ -294,6 +294,7 @@ def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> 
 
     from automl.models import build_model
     from automl.pipeline import make_dataset
+    from automl.schedules import StepLearningRate
     from automl.tune import prepare_splits
 
     config = make_config("new", seed, work, size)
@@ -331,7 +332,7 @@ def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> 
         steps = -(-len(train_idx) // batch)
         callbacks = fold_callbacks(params, val, y_val, steps, scores)
         for callback in callbacks:  # a promoted Hyperband trial resumes its schedule too
-            if hasattr(callback, "step"):
+            if isinstance(callback, StepLearningRate):
                 callback.step = initial * steps
         model.fit(
             train,
@@ -445,6 +446,7 @@ def run_one(spec: dict[str, Any]) -> None:
     # The data checks' notes (odd-looking crops, near-duplicates across the grouped splits)
     # would repeat in every child; `automl audit` on the same CSV shows them once.
     logging.getLogger("automl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes of new models
     arm, seed, work, size = spec["arm"], spec["seed"], Path(spec["work"]), spec["size"]
     if arm in ("floor", "old", "new"):
         result = run_automl(arm, seed, work, size, spec["budget"])
