@@ -56,6 +56,11 @@ from automl.export import write_confusion_matrix
 
 logger = logging.getLogger(__name__)
 
+# User attributes naming what a trial (or, after `ensemble`, the study) lacks: a picture or note
+# that could not be saved is no reason to fail a trial, but it must not go missing silently.
+MISSING_ARTIFACTS_ATTR = "missing_artifacts"
+MISSING_NOTE_ATTR = "missing_note"
+
 ARTIFACTS_DIR = "artifacts"
 PREVIEWS_DIR = "previews"  # one augmentation preview per distinct setting, copied per trial
 LEARNING_CURVES = "learning_curves.png"
@@ -217,6 +222,7 @@ def save_trial_artifacts(
     }
     store = artifact_store(study_dir)
     written = []
+    missing: dict[str, str] = {}
     for name, draw in drawers.items():
         path = out_dir / name
         try:
@@ -228,8 +234,11 @@ def save_trial_artifacts(
                 )
         except Exception as exc:  # noqa: BLE001 - a picture must never cost a trial
             logger.warning("trial %d: could not save %s: %s", trial.number, name, exc)
+            missing[name] = f"{type(exc).__name__}: {exc}"[:300]
             continue
         written.append(path)
+    if missing:  # the trial says what it lacks, in the dashboard and `automl show`
+        trial.set_user_attr(MISSING_ARTIFACTS_ATTR, missing)
     return written
 
 
@@ -454,6 +463,7 @@ def save_trial_note(
         save_note(trial, body)
     except Exception as exc:  # noqa: BLE001 - a note must never cost a trial
         logger.warning("trial %d: could not save its note: %s", trial.number, exc)
+        trial.set_user_attr(MISSING_NOTE_ATTR, f"{type(exc).__name__}: {exc}"[:300])
 
 
 def ensemble_note(manifest: dict[str, Any]) -> str:
@@ -533,14 +543,23 @@ def ensemble_note(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_ensemble_note(study: optuna.Study, manifest: dict[str, Any]) -> None:
-    """Write the ensemble's study note for the dashboard; a failure is logged, never raised."""
+def save_ensemble_note(study: optuna.Study, manifest: dict[str, Any]) -> str | None:
+    """Write the ensemble's study note for the dashboard.
+
+    Returns:
+        None, or why the note could not be saved (also a study attribute and a warning: the
+        ensemble itself is saved already, so this never raises).
+    """
     try:
         from optuna_dashboard import save_note
 
         save_note(study, ensemble_note(manifest))
     except Exception as exc:  # noqa: BLE001 - the ensemble is saved already
         logger.warning("could not save the ensemble note on study '%s': %s", study.study_name, exc)
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        study.set_user_attr(MISSING_NOTE_ATTR, reason)
+        return reason
+    return None
 
 
 def _fmt(value: Any) -> str:

@@ -318,6 +318,8 @@ def ensemble(
     )
     for line in _ensemble_lines(manifest):
         typer.echo(line)
+    if manifest.get("shortfall"):
+        typer.echo(f"note:     {manifest['shortfall']}")
     holdout = manifest["holdout"]
     chosen = manifest.get("threshold")
     if chosen:

@@ -166,6 +166,7 @@ def run_ensemble(
     splits = prepare_splits(config, progress=progress)
     names = splits.tuning.class_names
     labels = splits.tuning.labels
+    check_target_recall(config, len(names))
     oof = _load_oof(library, splits.tuning.ids, len(names))
     picked: Selection | None
     if top_k is None:
@@ -175,6 +176,13 @@ def run_ensemble(
     else:
         picked = _top_k(config, library, oof, labels, method, top_k)
         members = library[:top_k]
+        if len(members) < top_k:
+            logger.warning(
+                "top_k=%d but only %d completed trials have fold models: the ensemble has %d",
+                top_k,
+                len(members),
+                len(members),
+            )
     best = library[0]  # the best single trial: the study's best CV value with fold models
     out_dir = paths_for(config).ensemble
     metric = config.study.metric
@@ -205,6 +213,12 @@ def run_ensemble(
         "out_of_fold_best_single_trial": None,
         "holdout": None,
         "threshold": None,
+        # Said in the summary too: fewer members than top_k asked for.
+        "shortfall": (
+            f"top_k={top_k} asked for, {len(members)} completed trials have fold models"
+            if top_k is not None and len(members) < top_k
+            else None
+        ),
     }
     oof_vote = _oof_vote(members, oof, method)
     if oof_vote is not None:
@@ -218,7 +232,14 @@ def run_ensemble(
             **{k: report[k] for k in _SUMMARY_METRICS},
         }
     threshold = None
-    if config.ensemble.target_recall is not None and oof_vote is not None and len(names) == 2:
+    if config.ensemble.target_recall is not None:
+        if oof_vote is None:  # the threshold is chosen out-of-fold: no silent skipping
+            lacking = [m.trial for m in members if m.trial not in oof]
+            raise StudyError(
+                f"{config.source}: ensemble.target_recall needs every member's out-of-fold "
+                f"predictions, but trials {lacking} have no oof.npz in their folders; remove "
+                "those trials' folders or run `automl tune` for more trials."
+            )
         threshold = _threshold(config, names, labels, oof_vote.probabilities)
         manifest["threshold"] = threshold.to_dict()
     holdout = splits.holdout
@@ -402,6 +423,21 @@ def _offset(members: list[Member], trial: int) -> int:
             return start
         start += len(member.models)
     raise ValueError(f"trial {trial} is not a member")
+
+
+def check_target_recall(config: Config, n_classes: int) -> None:
+    """``ensemble.target_recall`` is a threshold on one class's probability: binary tasks only.
+
+    Raises:
+        ConfigError: the task has more than two classes (checked by ``tune`` before the first
+            trial and by ``ensemble``).
+    """
+    if config.ensemble.target_recall is not None and n_classes != 2:
+        raise ConfigError(
+            f"{config.source}: ensemble.target_recall={config.ensemble.target_recall:g} sets a "
+            f"decision threshold for a binary task, but the data has {n_classes} classes; "
+            "remove ensemble.target_recall."
+        )
 
 
 def _oof_vote(members: list[Member], oof: dict[int, np.ndarray], method: str) -> Vote | None:

@@ -50,6 +50,8 @@ LATENCY_OBJECTIVE = "latency_ms_per_image"
 # (without the storage URL, which may hold a password) and a fingerprint of the splits.
 CONFIG_ATTR = "automl_config_resolved"
 SPLITS_ATTR = "automl_splits_sha256"
+# Why the configuration could not be stored in the study (a worker elsewhere then needs a copy).
+CONFIG_MISSING_ATTR = "automl_config_missing"
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,13 @@ def publish_config(study: optuna.Study, config: Config, splits_dict: dict[str, A
     resolved["study"]["storage"] = None
     try:
         json.dumps(resolved)
-    except (TypeError, ValueError):  # e.g. a YAML date somewhere in the space
+    except (TypeError, ValueError) as exc:  # e.g. a YAML date somewhere in the space
         logger.warning(
             "the configuration cannot be stored in the study as JSON; `automl worker "
             "--storage` on another machine will need a copy of %s",
             paths_for(config).config,
         )
+        study.set_user_attr(CONFIG_MISSING_ATTR, f"not JSON: {exc}"[:300])
     else:
         study.set_user_attr(CONFIG_ATTR, resolved)
     study.set_user_attr(SPLITS_ATTR, splits_fingerprint(splits_dict))
@@ -242,6 +245,13 @@ def config_from_study(study: optuna.Study, *, storage: str, studies_dir: Path) -
     """The configuration a study was tuned with, for a worker on a machine without its folder."""
     resolved = study.user_attrs.get(CONFIG_ATTR)
     if not isinstance(resolved, dict):
+        why = study.user_attrs.get(CONFIG_MISSING_ATTR)
+        if why:
+            raise StudyError(
+                f"study '{study.study_name}' could not store its configuration ({why}); copy "
+                f"studies/{study.study_name}/config.yaml from the machine that ran `automl tune` "
+                "to this machine's studies folder."
+            )
         raise StudyError(
             f"study '{study.study_name}' holds no automl configuration; start it with "
             "`automl tune --space FILE --storage URL` first."

@@ -141,6 +141,9 @@ def run_tune(
 
     slots = plan_slots(workers, gpus)
     splits = prepare_splits(config, progress=progress)
+    from automl.ensemble import check_target_recall
+
+    check_target_recall(config, splits.n_classes)  # before any trial, not after the last
     check_weights(config)
     paths = paths_for(config)
     resumed = check_resume(config, paths, splits)

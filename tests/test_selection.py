@@ -345,6 +345,13 @@ def test_top_k_and_option_checks_on_the_cli(digits_study: tuple[Path, str]) -> N
         assert top.exit_code == 0, top.output
         assert "2 trials x folds = 4 models (4 votes), soft vote, top_k selection" in top.stdout
         assert "step  2: +trial" in top.stdout and "step  3" not in top.stdout
+        assert "note:" not in top.stdout
+        # More members asked for than trials exist: said on the summary and in the manifest.
+        many = runner.invoke(app, ["ensemble", *where, "--top", "5"])
+        assert many.exit_code == 0, many.output
+        assert "note:     top_k=5 asked for, 3 completed trials have fold models" in many.stdout
+        manifest = json.loads((studies / "digits_sel" / "ensemble" / "ensemble.json").read_text())
+        assert manifest["shortfall"] == "top_k=5 asked for, 3 completed trials have fold models"
     finally:
         again = runner.invoke(app, ["ensemble", *where])
         assert again.exit_code == 0, again.output

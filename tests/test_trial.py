@@ -132,3 +132,28 @@ def test_trial_seeds_are_derived_and_distinct() -> None:
     seeds = {trial_seed(42, n) for n in range(1000)}
     assert len(seeds) == 1000
     assert trial_seed(42, 3) == trial_seed(42, 3) != trial_seed(43, 3)
+
+
+def test_pictures_and_notes_that_cannot_be_saved_are_named_in_the_trial(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk under the artifact store must not fail the trial, nor go unnoticed.
+    import optuna_dashboard
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", disk_full)
+    monkeypatch.setattr(optuna_dashboard, "save_note", disk_full)
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=1)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    missing = trial.user_attrs["missing_artifacts"]
+    assert set(missing) == {
+        "learning_curves.png",
+        "oof_confusion_matrix.png",
+        "augmentation_preview.png",
+    }
+    assert all("No space left on device" in reason for reason in missing.values())
+    assert "No space left on device" in trial.user_attrs["missing_note"]

@@ -9,7 +9,7 @@ import pytest
 from conftest import real_image_array
 
 from automl.config import load_config
-from automl.errors import DataError, StudyError
+from automl.errors import ConfigError, DataError, StudyError
 from automl.tune import run_tune
 
 DIGITS = """
@@ -72,3 +72,23 @@ def test_the_progress_bar_shows_the_running_trials_fold_epoch_and_score(
         for epoch in (1, 2):
             assert f"trial 0 fold {fold}/2 epoch {epoch}/2 val accuracy 0." in err
     assert "1/1" in err and "best 0." in err
+
+
+def test_a_target_recall_on_a_multiclass_task_is_refused_before_any_trial(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        f"study: {{name: recall, n_trials: 1, studies_dir: {tmp_path / 'studies'}}}\n"
+        "data: {format: digits, image_size: 8, n_folds: 2}\n"
+        "space: {backbone: {name: custom_cnn, blocks: 1, filters: 4}, epochs: 1}\n"
+        "ensemble: {target_recall: 0.9}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"s\.yaml: ensemble\.target_recall=0\.9 sets a decision threshold for a binary "
+        r"task, but the data has 10 classes; remove ensemble\.target_recall\.",
+    ):
+        run_tune(load_config(path), progress=False)
+    assert not (tmp_path / "studies").exists()
