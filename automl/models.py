@@ -19,8 +19,10 @@ download, no hash check).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 import urllib.error
 from pathlib import Path
@@ -161,7 +163,10 @@ def _application(entry: Backbone, weights: str, image_size: int) -> keras.Model:
     if entry.preprocessing == "builtin":
         kwargs["include_preprocessing"] = True
     try:
-        return constructor(**kwargs)
+        # Keras prints its download progress on stdout, which belongs to automl's results
+        # (tables, CSV paths); it is progress, so it goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            return constructor(**kwargs)
     except Exception as exc:  # Keras raises plain Exception on URL fetch failure
         if weights != WEIGHTS_IMAGENET:
             raise AutoMLError(
