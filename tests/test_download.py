@@ -57,12 +57,24 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{port}/bloodmnist_64.npz"
 
 
-def test_published_table_has_every_official_size() -> None:
-    assert sorted(download.BLOODMNIST_FILES) == [28, 64, 128, 224]
+# MedMNIST v3's own record of the BloodMNIST files (medmnist/info.py: url, MD5, url_64,
+# MD5_64, ...), copied here as the independent reference: a typo in automl's table (a wrong
+# checksum would refuse every good download; a wrong URL would fetch another file) fails.
+MEDMNIST_INFO = {
+    28: ("bloodmnist.npz", "7053d0359d879ad8a5505303e11de1dc"),
+    64: ("bloodmnist_64.npz", "2b94928a2ae4916078ca51e05b6b800b"),
+    128: ("bloodmnist_128.npz", "adace1e0ed228fccda1f39692059dd4c"),
+    224: ("bloodmnist_224.npz", "b718ff6835fcbdb22ba9eacccd7b2601"),
+}
+
+
+def test_published_table_matches_medmnists_own_record() -> None:
+    assert sorted(download.BLOODMNIST_FILES) == sorted(MEDMNIST_INFO)
     for size, (url, md5) in download.BLOODMNIST_FILES.items():
-        assert url.startswith("https://zenodo.org/records/10519652/files/bloodmnist")
-        assert download.bloodmnist_file_name(size) in url
-        assert len(md5) == 32 and int(md5, 16) >= 0
+        name, expected_md5 = MEDMNIST_INFO[size]
+        assert url == f"https://zenodo.org/records/10519652/files/{name}?download=1"
+        assert md5 == expected_md5
+        assert download.bloodmnist_file_name(size) == name
 
 
 def test_download_then_reuse_without_network(
