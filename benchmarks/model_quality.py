@@ -440,6 +440,9 @@ def run_curves(seed: int, work: Path, size: dict[str, Any], best_params: dict) -
 
 
 def run_one(spec: dict[str, Any]) -> None:
+    from automl.console import filter_stderr
+
+    filter_stderr()  # before TensorFlow starts: its C++ start-up lines stay out of the progress
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
