@@ -163,6 +163,9 @@ def test_custom_resnet_builds_at_small_and_larger_sizes_and_trains(
     assert model.get_layer("s2b1_add").output.shape[1:3] == (-(-size // 4), -(-size // 4))
     assert model.get_layer("s2b1_add").output.shape[-1] == 32  # width doubles per stage
     assert len([layer for layer in model.layers if layer.name.endswith("_add")]) == 6
+    # Where the resolution halves, the shortcut pools before its 1x1 convolution (ResNet-D).
+    assert model.get_layer("s1b0_shortcut").strides == (1, 1)
+    assert model.get_layer("s1b0_shortcut_pool").output.shape[1:3] == (-(-size // 2),) * 2
     images, labels = real_image_array(shared_data, size, per_class=6)
     y = keras.utils.to_categorical(labels, 3)
     before = model.evaluate(images.astype("float32"), y, verbose=0)[0]
