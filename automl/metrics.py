@@ -63,14 +63,7 @@ def compute_metric(name: str, y_true: np.ndarray, probabilities: np.ndarray) -> 
     """
     _check_name(name)
     y_true, probabilities = _check_arrays(y_true, probabilities)
-    y_pred = probabilities.argmax(axis=1)
-    if name == "accuracy":
-        return float(_sk.accuracy_score(y_true, y_pred))
-    if name == "balanced_accuracy":
-        return _balanced_accuracy(y_true, y_pred)
-    if name == "macro_f1":
-        return _macro_f1(y_true, y_pred)
-    return _roc_auc(y_true, probabilities)
+    return score_predictions(name, y_true, probabilities.argmax(axis=1), probabilities)
 
 
 def score_predictions(
