@@ -8,15 +8,16 @@ and reports:
   median (edge ratio above ``size_factor``);
 - classes: counts, imbalance ratio, classes too small for the hold-out and ``n_folds``;
 - duplicates, grouped (union-find over three kinds of link): *exact* (same decoded pixels),
-  *near* (perceptual hash over the 8 flips/90-degree rotations within ``near_distance`` bits;
-  found by bit-sampling LSH, never all pairs) and *augmented* (the ``neighbours`` nearest images
-  by colour histogram, and hash pairs up to ``hash_candidates`` bits apart, verified by
-  normalised cross-correlation of detail over flips, -25..25 degree rotations and shifts of at
-  least ``augmented_similarity``). The augmented kind is what finds ImageDataGenerator-style
-  copies (rotation, shift, shear, flips, black fill) such as the TRAIN folder of the Kaggle
-  blood-cells set. On its 12,515 images no verified link joined images of different labels or
-  of TRAIN and TEST (split by cell), while hash links 7-8 bits apart did: hence the split
-  thresholds;
+  *near* (perceptual hashes within ``hash_candidates`` bits over the 8 flips/90-degree
+  rotations; found by bit-sampling LSH, never all pairs) and *augmented* (the ``neighbours``
+  nearest images by each of three histograms: colour, gray tones and gray tones of the central
+  disc; found by random-projection trees, never all pairs). A hash or a histogram only proposes
+  a pair: every near and augmented link is confirmed by aligning the two pictures (flips,
+  quarter turns, -25..25 degree rotations, shifts) and comparing them everywhere, surroundings
+  included (``matching.py``). Two centred cells of one stain share a hash and an outline but not
+  their neighbours; on the ``chula_rbc12`` crops the unconfirmed links grouped half the images.
+  The augmented kind finds ImageDataGenerator-style copies (rotation, shift, flips, black fill)
+  such as the TRAIN folder of the Kaggle blood-cells set;
 - groups whose labels disagree, and leakage: groups that cross the hold-out/tuning boundary
   (``data.test`` or ``holdout_fraction``) or the folds, with the share of images affected;
 - outliers: robust z-scores (median/MAD) of the hue histogram against the image's class and
@@ -32,8 +33,11 @@ user's data is ever moved or deleted.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,29 +50,30 @@ from PIL import Image
 from automl.config import DataConfig
 from automl.data import ImageSet, list_image_files, read_source
 from automl.errors import DataError
-from automl.hashing import (
-    Features,
-    aligned_similarity,
-    compute_features,
-    hash_candidates,
-    hash_distance,
-)
+from automl.hashing import Features, compute_features, hash_candidates
+from automl.matching import MatchThresholds, confirm_pairs, hash_orientations
+from automl.neighbours import nearest_neighbours
 from automl.splits import Splits
 
 logger = logging.getLogger(__name__)
 
 _SHOWN = 3
+_SCREEN_VERSION = 1  # bump when fingerprints, matching or the kept screening fields change
 
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """Thresholds of the audit's detectors (defaults measured on the BCCD sets)."""
+    """Thresholds of the audit's detectors (defaults measured on the BCCD and Chula sets).
 
-    near_distance: int = 5
+    ``hash_candidates``: largest Hamming distance of a hash pair worth confirming;
+    ``neighbours``: nearest images per histogram worth confirming (augmented search);
+    ``matching``: what a confirmed copy must reach (``matching.MatchThresholds``).
+    """
+
     hash_candidates: int = 10
     augmented: bool = True
-    neighbours: int = 6
-    augmented_similarity: float = 0.8
+    neighbours: int = 5
+    matching: MatchThresholds = MatchThresholds()
     outlier_z: float = 3.5
     size_factor: float = 2.5
 
@@ -182,7 +187,11 @@ def _file_items(
 def find_duplicates(
     features: Features, options: AuditOptions = AuditOptions(), *, augmented: bool | None = None
 ) -> Duplicates:
-    """Group exact, near and (optionally) augmented copies among the readable images."""
+    """Group exact, near and (optionally) augmented copies among the readable images.
+
+    Near and augmented candidates are linked only when :func:`matching.confirm_pairs` confirms
+    them.
+    """
     n = len(features)
     parent = np.arange(n)
 
@@ -210,19 +219,28 @@ def find_duplicates(
     exact[exact_pairs.ravel()] = True
     # One representative per set of identical pixels is enough for the other searches.
     unique = np.setdiff1d(readable, exact_pairs[:, 1])
-    candidates = unique[hash_candidates(features.hashes[unique], options.hash_candidates)]
-    distance = hash_distance(features.hashes, candidates)
-    links["near"] = link(candidates[distance <= options.near_distance])
+    searches = [
+        ("near", unique[hash_candidates(features.hashes[unique], options.hash_candidates)])
+    ]
     if options.augmented if augmented is None else augmented:
-        doubtful = candidates[distance > options.near_distance]
-        pairs = _augmented_candidates(features, unique, doubtful, options)
-        # Verify in rounds and link as we go: within a big family of copies most candidate
-        # pairs are joined through others before their turn comes, and need no verification.
-        links["augmented"] = 0
+        searches.append(("augmented", _neighbour_candidates(features, unique, options)))
+    seen = np.zeros((0, 2), dtype=np.int64)
+    for kind, pairs in searches:
+        pairs = _without_pairs(pairs, seen)
+        seen = np.concatenate([seen, pairs])
+        links[kind] = 0
+        # Confirm in rounds and link as we go: within a big family of copies most candidate
+        # pairs are joined through others before their turn comes, and need no confirmation.
         for chunk in np.array_split(pairs, max(1, len(pairs) // 4000)):
             chunk = chunk[[root(int(a)) != root(int(b)) for a, b in chunk]]
-            scores = aligned_similarity(features.thumbs, chunk)
-            links["augmented"] += link(chunk[scores >= options.augmented_similarity])
+            # A hash pair is tried in the orientation its hashes agree best in (quarter turns
+            # included); a histogram neighbour, rotated or not, in all 4 flips.
+            if kind == "near":
+                orientation = hash_orientations(features.hashes, chunk)
+            else:
+                orientation = np.full(len(chunk), -1)
+            matches = confirm_pairs(features, chunk, options.matching, orientation=orientation)
+            links[kind] += link(chunk[matches.confirmed])
     roots = np.array([root(i) for i in range(n)])
     sizes = np.bincount(roots, minlength=n)
     in_group = sizes[roots] > 1
@@ -231,22 +249,36 @@ def find_duplicates(
     return Duplicates(group, exact, links)
 
 
-def _augmented_candidates(
-    features: Features, unique: np.ndarray, doubtful: np.ndarray, options: AuditOptions
+def _neighbour_candidates(
+    features: Features, unique: np.ndarray, options: AuditOptions
 ) -> np.ndarray:
-    """Pairs to verify: colour neighbours, and hash pairs too far apart to trust alone."""
+    """Pairs of images among the ``neighbours`` nearest by colour, tones or central tones."""
     from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
 
     k = min(options.neighbours, len(unique) - 1)
     if k < 1:
-        return doubtful
-    colour = features.colour[unique]
-    if colour.shape[1] > 32 and len(unique) > 32:
-        colour = PCA(32, random_state=0).fit_transform(colour)
-    _, nearest = NearestNeighbors(n_neighbors=k + 1).fit(colour).kneighbors(colour)
-    pairs = np.stack([np.repeat(np.arange(len(unique)), k), nearest[:, 1:].ravel()], axis=1)
-    return np.unique(np.sort(np.concatenate([unique[pairs], doubtful]), axis=1), axis=0)
+        return np.zeros((0, 2), dtype=np.int64)
+    found = []
+    tones = features.tones[unique].astype(np.float32)
+    for descriptor in (features.colour[unique].astype(np.float32), tones[:, 0], tones[:, 1]):
+        # 24 principal components keep the neighbours and make the trees' distances cheap.
+        if descriptor.shape[1] > 24 and len(unique) > 24:
+            descriptor = PCA(24, random_state=0).fit_transform(descriptor)
+        nearest = nearest_neighbours(descriptor, k)
+        owner = np.repeat(np.arange(len(unique)), k)
+        keep = nearest.ravel() >= 0
+        found.append(np.stack([owner[keep], nearest.ravel()[keep]], axis=1))
+    pairs = np.sort(unique[np.concatenate(found)], axis=1)
+    return np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+
+
+def _without_pairs(pairs: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``pairs`` (sorted rows) less those in ``known``."""
+    if len(known) == 0 or len(pairs) == 0:
+        return pairs
+    size = int(max(pairs.max(), known.max())) + 1
+    keys = pairs[:, 0] * size + pairs[:, 1]
+    return pairs[~np.isin(keys, known[:, 0] * size + known[:, 1])]
 
 
 def outlier_scores(features: Features, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -392,28 +424,43 @@ def screen_data(
 ) -> Screened:
     """Apply ``data.exclude`` and ``data.groups_from_duplicates``; run tune's cheap checks.
 
+    The fingerprints, duplicate groups and outlier scores are kept beside the decoded images
+    when they come from the image cache (``ImageSet.cache_entry``), so that every worker
+    process that starts a trial reads them instead of fingerprinting every image again.
+
     Raises:
         DataError: two images with identical pixels carry different labels.
     """
+    cache = _screening_file(data, pool, test, options)
     if data.exclude is not None:
         drop = read_exclude(data.exclude)
         pool = _without(pool, drop, "data")
         test = None if test is None else _without(test, drop, "data.test")
     sets = [pool] + ([test] if test is not None else [])
-    images = [s.images for s in sets]
-    offsets = np.cumsum([0] + [len(s) for s in sets])
-
-    def load(i: int) -> Image.Image:
-        k = int(np.searchsorted(offsets, i, side="right")) - 1
-        return Image.fromarray(np.asarray(images[k][i - offsets[k]]))
-
-    features = compute_features(int(offsets[-1]), load)
-    duplicates = find_duplicates(features, options, augmented=data.groups_from_duplicates)
     labels = np.concatenate([np.array(s.class_names, dtype=object)[s.labels] for s in sets])
     ids = np.concatenate([s.ids for s in sets])
-    _refuse_exact_conflicts(features, duplicates, labels, ids)
-    by_class, whole = outlier_scores(features, labels)
-    score = np.nan_to_num(np.fmin(by_class, whole), nan=-np.inf)
+    found = _read_screening(cache, len(ids)) if cache is not None else None
+    if found is None:
+        images = [s.images for s in sets]
+        offsets = np.cumsum([0] + [len(s) for s in sets])
+
+        def load(i: int) -> Image.Image:
+            k = int(np.searchsorted(offsets, i, side="right")) - 1
+            return Image.fromarray(np.asarray(images[k][i - offsets[k]]))
+
+        features = compute_features(int(offsets[-1]), load)
+        duplicates = find_duplicates(features, options, augmented=data.groups_from_duplicates)
+        by_class, whole = outlier_scores(features, labels)
+        found = _Screening(
+            duplicates,
+            np.where(features.ok, features.digest, "").astype(str),
+            np.nan_to_num(np.fmin(by_class, whole), nan=-np.inf),
+        )
+        if cache is not None:
+            _write_screening(cache, found)
+    duplicates = found.duplicates
+    _refuse_exact_conflicts(found.digest, duplicates, labels, ids)
+    score = found.outlier
     flagged = np.flatnonzero(score >= options.outlier_z)
     if len(flagged):
         top = flagged[np.argsort(-score[flagged])][:_SHOWN]
@@ -426,6 +473,79 @@ def screen_data(
     if data.groups_from_duplicates:
         pool = replace_groups(pool, duplicates.group[: len(pool)])
     return Screened(pool, test, duplicates)
+
+
+@dataclass(frozen=True, eq=False)
+class _Screening:
+    """What tune's checks need of the fingerprints: groups, pixel digests, outlier z-scores."""
+
+    duplicates: Duplicates
+    digest: np.ndarray  # "" for unreadable images
+    outlier: np.ndarray  # the smaller of the class and whole-set z-scores; -inf: n/a
+
+
+def _screening_file(
+    data: DataConfig, pool: ImageSet, test: ImageSet | None, options: AuditOptions
+) -> Path | None:
+    """Where the screening of these cached images under these settings is kept, if anywhere."""
+    if pool.cache_entry is None or (test is not None and test.cache_entry is None):
+        return None
+    exclude = None
+    if data.exclude is not None:
+        try:
+            exclude = hashlib.sha256(Path(data.exclude).read_bytes()).hexdigest()
+        except OSError:
+            return None  # read_exclude reports it
+    key = json.dumps(
+        [
+            _SCREEN_VERSION,
+            None if test is None else test.cache_entry.name,
+            exclude,
+            data.groups_from_duplicates,
+            repr(options),
+        ]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return pool.cache_entry / f"screening-{digest}.npz"
+
+
+def _read_screening(path: Path, n: int) -> _Screening | None:
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            group, exact = saved["group"], saved["exact"]
+            found = _Screening(
+                Duplicates(group, exact, json.loads(str(saved["links"]))),
+                saved["digest"],
+                saved["outlier"],
+            )
+    except (OSError, KeyError, ValueError):
+        return None
+    if len(group) != n:
+        return None
+    logger.info("Read the data screening from %s", path)
+    return found
+
+
+def _write_screening(path: Path, found: _Screening) -> None:
+    """Write atomically (workers may race); a failure only costs the cache."""
+    temp: Path | None = None
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+        temp = Path(name)
+        with os.fdopen(handle, "wb") as out:
+            np.savez(
+                out,
+                group=found.duplicates.group,
+                exact=found.duplicates.exact,
+                links=json.dumps(found.duplicates.links),
+                digest=found.digest,
+                outlier=found.outlier,
+            )
+        os.replace(temp, path)
+    except OSError as error:
+        logger.warning("Cannot keep the data screening in %s (%s).", path.parent, error)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
 
 def replace_groups(pool: ImageSet, group: np.ndarray) -> ImageSet:
@@ -454,10 +574,10 @@ def _without(images: ImageSet, drop: set[str], where: str) -> ImageSet:
 
 
 def _refuse_exact_conflicts(
-    features: Features, duplicates: Duplicates, labels: np.ndarray, ids: np.ndarray
+    digest: np.ndarray, duplicates: Duplicates, labels: np.ndarray, ids: np.ndarray
 ) -> None:
-    frame = pd.DataFrame({"digest": features.digest, "label": labels, "id": ids})
-    frame = frame[duplicates.exact & features.ok]
+    frame = pd.DataFrame({"digest": digest, "label": labels, "id": ids})
+    frame = frame[duplicates.exact & (digest != "")]
     kinds = frame.groupby("digest").label.nunique()
     conflicts = frame[frame.digest.isin(kinds.index[kinds > 1])]
     if len(conflicts):

@@ -227,7 +227,8 @@ def _summary(
     too_small = [name for name, c in counts.items() if int(c * left) < data.n_folds]
     members = [m for m in duplicates.members() if len(m)]
     label_sets = [set(items.labels[m]) for m in members]
-    reasons = flagged.reasons.str.split(";").explode().value_counts()
+    # astype: an empty frame (nothing flagged) has a float column, without the .str accessor
+    reasons = flagged.reasons.astype(str).str.split(";").explode().value_counts()
     return {
         "images": len(items),
         "images_by_set": {s: int((items.sets == s).sum()) for s in np.unique(items.sets)},

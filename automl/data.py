@@ -35,7 +35,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class ImageSet:
             column (CSV) or ``<split>_<index>`` (arrays).
         groups: ``(n,)`` group per image (images of one group stay on one side of a split), or
             ``None``.
+        cache_entry: the cache folder these exact images were read from or written to, where
+            results derived from them may be kept too (the audit's screening); ``None`` when
+            not cached, and for any subset.
     """
 
     images: np.ndarray
@@ -78,6 +81,7 @@ class ImageSet:
     class_names: tuple[str, ...]
     ids: np.ndarray
     groups: np.ndarray | None = None
+    cache_entry: Path | None = None
 
     def __post_init__(self) -> None:
         lengths = {len(self.images), len(self.labels), len(self.ids)}
@@ -157,7 +161,8 @@ def read_source(
             logger.info("Read %d images from the cache %s", len(cached), folder)
             return cached
         images = plan.read()
-        _write_cache(folder, images)
+        if _write_cache(folder, images):
+            images = replace(images, cache_entry=folder)
     logger.info(
         "Read %d images of %d classes (%s) in %.1f s",
         len(images),
@@ -828,6 +833,7 @@ def _load_cache(folder: Path) -> ImageSet | None:
             class_names=tuple(meta["class_names"]),
             ids=np.array(meta["ids"], dtype=str),
             groups=None if meta["groups"] is None else np.array(meta["groups"], dtype=str),
+            cache_entry=folder,
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         logger.warning("Ignoring the damaged cache entry %s (%s); rebuilding it.", folder, error)
@@ -835,8 +841,12 @@ def _load_cache(folder: Path) -> ImageSet | None:
         return None
 
 
-def _write_cache(folder: Path, images: ImageSet) -> None:
-    """Write ``images`` to ``folder`` atomically; a failure only costs the cache (and warns)."""
+def _write_cache(folder: Path, images: ImageSet) -> bool:
+    """Write ``images`` to ``folder`` atomically; a failure only costs the cache (and warns).
+
+    Returns:
+        Whether ``folder`` now holds the entry (written here or by another process).
+    """
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
@@ -844,7 +854,7 @@ def _write_cache(folder: Path, images: ImageSet) -> None:
         logger.warning(
             "Cannot write the image cache in %s (%s); going on without it.", folder.parent, error
         )
-        return
+        return False
     try:
         meta = {
             "version": _CACHE_VERSION,
@@ -867,8 +877,10 @@ def _write_cache(folder: Path, images: ImageSet) -> None:
             logger.debug("Another process wrote the cache entry %s first", folder)
     except OSError as error:
         logger.warning("Cannot write the image cache %s (%s); going on without it.", folder, error)
+        return False
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+    return True
 
 
 _PLANNERS: dict[str, Callable[[DataSource, int, bool, str], _Plan]] = {

@@ -1,7 +1,7 @@
-"""Per-image fingerprints for the data audit: pixel digests, perceptual hashes, colour histograms.
+"""Per-image fingerprints for the data audit: pixel digests, perceptual hashes, tones, thumbnails.
 
-Every image is read once, turned into a few fixed-size vectors and dropped, so memory grows with
-the number of images, never with their resolution (about 3 KB per image):
+Every image is read once, turned into a few fixed-size arrays and dropped, so memory grows with
+the number of images, never with their resolution (about 6 KB per image):
 
 - ``digest``: SHA-1 of the decoded pixels (mode, size and bytes): equal digests are exact
   duplicates, whatever the file format or name.
@@ -10,17 +10,23 @@ the number of images, never with their resolution (about 3 KB per image):
   negates the odd-frequency coefficients and a transpose swaps them, so the 8 hashes are exact bit
   operations of one DCT; comparing one image's 8 hashes with another's identity hash finds flipped
   and 90-degree-rotated copies. The hash also survives resizing, re-encoding and small shifts and
-  rotations (Hamming distance of a few bits out of 63; unrelated images differ in about 31).
-- ``colour``: square roots of an 8x8x8 RGB histogram (Hellinger embedding), for finding
-  augmented copies, whose colour cast matches even when the geometry does not.
+  rotations (Hamming distance of a few bits out of 63; unrelated images differ in about 31), but
+  so do look-alikes: two centred cells of one stain are often 3-5 bits apart. A hash pair is a
+  candidate, never a verdict (``matching.py`` confirms it).
+- ``colour``: square roots of an 8x8x8 RGB histogram (Hellinger embedding), and ``tones``: soft
+  48-bin gray-level histograms of the whole picture and of its central disc. Flips, rotations
+  and shifts keep them, so their nearest neighbours are the candidates for augmented copies
+  (rotated, shifted, flipped with black fill) that the hash misses.
 - ``hue``: square roots of a 12-bin hue histogram weighted by saturation, for outliers: what
   stains a picture (a purple-nucleus white cell, a pink red cell) more than how bright it is.
-- ``thumbs``: a 32x32 gray thumbnail, to verify augmented copies by normalised cross-correlation
-  over flips, rotations and shifts (:func:`aligned_similarity`).
+- ``thumbs`` and ``valid``: a 64 px gray thumbnail that keeps the aspect ratio (centred, padded),
+  and the mask of its pixels that are picture (not padding, not augmentation fill), to confirm a
+  candidate pair by aligning the two pictures (``matching.py``).
 
 Black fill from rotation/shift augmentation (near-black regions touching the border of an
-otherwise bright image) is replaced by the median colour first, so it changes no fingerprint.
-Decoding runs on threads, as in ``data.py``: Pillow, NumPy and the FFT release the GIL.
+otherwise bright image) is replaced by the median colour first, so it changes no histogram and
+no hash, and it is left out of ``valid``. Decoding runs on threads, as in ``data.py``: Pillow,
+NumPy and the FFT release the GIL.
 """
 
 from __future__ import annotations
@@ -35,22 +41,25 @@ import joblib
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from scipy.fft import dctn, irfft2, rfft2
+from scipy.fft import dctn
 from tqdm.auto import tqdm
 
-THUMB = 32  # edge of the gray thumbnail that the hash and the verification use
-_WORK = 64  # edge of the colour image the features are computed from
+HASH_EDGE = 32  # edge of the gray thumbnail the perceptual hash is computed from
+THUMB = 64  # edge of the aspect-preserving gray thumbnail kept to confirm candidate pairs
+_WORK = 64  # edge of the colour image the histograms and the hash are computed from
 _BINS = 8  # colour histogram bins per channel
 _HUES = 12  # hue histogram bins
+TONES = 48  # gray-level bins of each tone histogram
+_TONE_SIGMA = 0.55  # smoothing of the tone histograms, in bins: re-encoding moves levels a little
+_DISC = 0.375  # radius of the central disc of the second tone histogram, as a share of THUMB
 _FILL_LEVEL = 16  # a pixel whose channels are all below this may be augmentation fill
+# Thumbnail pixels given up next to fill: resampling and JPEG ringing (8 px blocks) smear the
+# black edge over several pixels.
+_FILL_BAND = 5
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _BIT_WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, dtype=np.uint64))
 # Dihedral orientations as (transpose, flip rows, flip columns); index 0 is the image itself.
 DIHEDRAL = tuple((t, r, c) for t in (False, True) for r in (False, True) for c in (False, True))
-# Flips and small rotations searched when verifying an augmented copy (degrees).
-_ANGLES = tuple(range(-25, 26, 5))
-_CROP = THUMB // 5  # margin cut off the query thumbnail, so that shifts can be searched
-_DETAIL_SIGMA = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,9 +73,14 @@ class Features:
         channels: ``(n,)`` bands as stored (1 gray, 3 RGB or palette, 4 RGBA/CMYK, ...).
         digest: ``(n,)`` hex SHA-1 of the decoded pixels.
         hashes: ``(n, 8)`` ``uint64`` perceptual hash of each dihedral orientation.
-        colour: ``(n, 512)`` ``float32`` square-rooted RGB histogram.
+        colour: ``(n, 512)`` ``float16`` square-rooted RGB histogram.
+        tones: ``(n, 2, 48)`` ``float16`` square-rooted soft gray-level histograms of the whole
+            picture and of its central disc.
         hue: ``(n, 12)`` ``float32`` square-rooted hue histogram weighted by saturation.
-        thumbs: ``(n, 32, 32)`` ``uint8`` gray thumbnails.
+        thumbs: ``(n, 64, 64)`` ``uint8`` gray thumbnails, aspect ratio kept (padding and fill
+            hold the median gray).
+        valid: ``(n, 512)`` ``uint8``: bit-packed ``(64, 64)`` masks of the thumbnail pixels that
+            are picture; :func:`valid_masks` unpacks them.
     """
 
     ok: np.ndarray
@@ -77,11 +91,19 @@ class Features:
     digest: np.ndarray
     hashes: np.ndarray
     colour: np.ndarray
+    tones: np.ndarray
     hue: np.ndarray
     thumbs: np.ndarray
+    valid: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ok)
+
+
+def valid_masks(features: Features, indices: np.ndarray) -> np.ndarray:
+    """``(len(indices), 64, 64)`` boolean picture masks of the thumbnails at ``indices``."""
+    bits = np.unpackbits(features.valid[indices], axis=-1)
+    return bits.reshape(-1, THUMB, THUMB).astype(bool)
 
 
 def compute_features(
@@ -101,9 +123,11 @@ def compute_features(
     channels = np.zeros(n_items, dtype=np.int64)
     digest = np.full(n_items, "", dtype=object)
     hashes = np.zeros((n_items, len(DIHEDRAL)), dtype=np.uint64)
-    colour = np.zeros((n_items, _BINS**3), dtype=np.float32)
+    colour = np.zeros((n_items, _BINS**3), dtype=np.float16)
+    tones = np.zeros((n_items, 2, TONES), dtype=np.float16)
     hue = np.zeros((n_items, _HUES), dtype=np.float32)
     thumbs = np.zeros((n_items, THUMB, THUMB), dtype=np.uint8)
+    valid = np.zeros((n_items, THUMB * THUMB // 8), dtype=np.uint8)
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -114,7 +138,9 @@ def compute_features(
                     channels[i] = 3 if image.mode in ("P", "PA") else len(image.getbands())
                     digest[i] = _pixel_digest(image)
                     rgb = image if image.mode == "RGB" else image.convert("RGB")
-                    hashes[i], colour[i], hue[i], thumbs[i] = _fingerprint(rgb)
+                    hashes[i], colour[i], hue[i] = _fingerprint(rgb)
+                    thumbs[i], mask, tones[i] = _thumbnail(rgb)
+                    valid[i] = np.packbits(mask)
                 ok[i] = True
             # Broken files raise all kinds of errors; each one means "this file is unreadable".
             except Exception as error:
@@ -132,7 +158,9 @@ def compute_features(
             return_as="generator_unordered",
         )(joblib.delayed(_counted)(work, s, min(s + chunk, n_items)) for s in starts):
             bar.update(done)
-    return Features(ok, reason, width, height, channels, digest, hashes, colour, hue, thumbs)
+    return Features(
+        ok, reason, width, height, channels, digest, hashes, colour, tones, hue, thumbs, valid
+    )
 
 
 def _counted(work: Callable[[int, int], None], start: int, stop: int) -> int:
@@ -155,8 +183,8 @@ def _pixel_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(rgb: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Dihedral hashes, colour and hue histograms and thumbnail of one RGB image."""
+def _fingerprint(rgb: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dihedral hashes, colour and hue histograms of one RGB image (squeezed to a square)."""
     pixels = np.asarray(rgb.resize((_WORK, _WORK), Image.Resampling.BILINEAR, reducing_gap=2.0))
     pixels = pixels.astype(np.float32)
     fill = _fill_mask(pixels)
@@ -165,16 +193,56 @@ def _fingerprint(rgb: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         pixels[fill] = np.median(kept, axis=0)
     bins = np.minimum(kept.astype(np.int64) * _BINS // 256, _BINS - 1)
     counts = np.bincount((bins[:, 0] * _BINS + bins[:, 1]) * _BINS + bins[:, 2], minlength=512)
-    colour = np.sqrt(counts / max(1, len(kept))).astype(np.float32)
+    colour = np.sqrt(counts / max(1, len(kept)))
     hsv = np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("HSV"), dtype=np.float32)
     weights = hsv[..., 1].ravel()
     hues = np.bincount(
         (hsv[..., 0].ravel() * _HUES / 256).astype(np.int64), weights=weights, minlength=_HUES
     )
     hue = np.sqrt(hues / max(float(weights.sum()), 1e-6)).astype(np.float32)
-    gray = Image.fromarray(pixels @ _GRAY).resize((THUMB, THUMB), Image.Resampling.BILINEAR)
-    thumb = np.asarray(gray)
-    return dihedral_hashes(thumb), colour, hue, np.clip(np.rint(thumb), 0, 255).astype(np.uint8)
+    gray = Image.fromarray(pixels @ _GRAY).resize(
+        (HASH_EDGE, HASH_EDGE), Image.Resampling.BILINEAR
+    )
+    return dihedral_hashes(np.asarray(gray)), colour, hue
+
+
+def _thumbnail(rgb: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gray thumbnail with the aspect ratio kept, its picture mask, and its tone histograms.
+
+    Unlike the hash's squeezed square, a rotation of the picture is a rotation of this
+    thumbnail, so that the alignment in ``matching.py`` can undo it.
+    """
+    scale = THUMB / max(rgb.size)
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    pixels = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    pixels = pixels.astype(np.float32)
+    fill = _fill_mask(pixels)
+    gray = pixels @ _GRAY
+    median = float(np.median(gray[~fill])) if (~fill).any() else float(np.median(gray))
+    thumb = np.full((THUMB, THUMB), median, dtype=np.float32)
+    mask = np.zeros((THUMB, THUMB), dtype=bool)
+    top, left = (THUMB - size[1]) // 2, (THUMB - size[0]) // 2
+    thumb[top : top + size[1], left : left + size[0]] = np.where(fill, median, gray)
+    if fill.any():
+        fill = ndimage.binary_dilation(fill, iterations=_FILL_BAND)
+    mask[top : top + size[1], left : left + size[0]] = ~fill
+    rows, columns = np.mgrid[:THUMB, :THUMB] - (THUMB - 1) / 2
+    disc = mask & (rows**2 + columns**2 < (_DISC * THUMB) ** 2)
+    tones = np.stack([_tone_histogram(thumb[mask]), _tone_histogram(thumb[disc])])
+    return np.clip(np.rint(thumb), 0, 255).astype(np.uint8), mask, tones
+
+
+def _tone_histogram(levels: np.ndarray) -> np.ndarray:
+    """Square-rooted, linearly interpolated and slightly smoothed histogram of gray levels."""
+    if levels.size == 0:
+        return np.zeros(TONES, dtype=np.float32)
+    position = np.clip(levels * ((TONES - 1) / 255), 0, TONES - 1)
+    low = np.floor(position).astype(np.int64)
+    weight = position - low
+    counts = np.bincount(low, 1 - weight, TONES)
+    counts += np.bincount(np.minimum(low + 1, TONES - 1), weight, TONES)
+    counts = ndimage.gaussian_filter1d(counts, _TONE_SIGMA)
+    return np.sqrt(counts / counts.sum()).astype(np.float32)
 
 
 def _fill_mask(pixels: np.ndarray) -> np.ndarray:
@@ -262,93 +330,3 @@ def hash_distance(hashes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     if len(pairs) == 0:
         return np.zeros(0, dtype=np.int64)
     return hamming(hashes[pairs[:, 0]], hashes[pairs[:, 1], :1]).min(axis=1)
-
-
-def aligned_similarity(thumbs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Best normalised cross-correlation of each pair's thumbnails over flips, rotations, shifts.
-
-    The centre of ``i``'s thumbnail, flipped (4 ways) and rotated by -25..25 degrees in steps of
-    5, slides over ``j``'s whole thumbnail; the result is the highest correlation found (1.0 for
-    the same picture). This is what augmentation by rotation, shift and flip leaves intact.
-
-    Args:
-        thumbs: ``(n, 32, 32)`` thumbnails from :class:`Features`.
-        pairs: ``(m, 2)`` index pairs to score.
-
-    Returns:
-        ``(m,)`` scores in [-1, 1].
-    """
-    scores = np.zeros(len(pairs), dtype=np.float32)
-    if len(pairs) == 0:
-        return scores
-    order = np.argsort(pairs[:, 0], kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(pairs[order, 0]) != 0])
-    bounds = list(zip(starts, np.r_[starts[1:], len(order)], strict=True))
-
-    def work(lo: int, hi: int) -> None:
-        for first, last in bounds[lo:hi]:
-            rows = order[first:last]
-            query = _query_variants(_detail(thumbs[pairs[rows[:1], 0]])[0])
-            scores[rows] = _correlate(query, _detail(thumbs[pairs[rows, 1]]))
-
-    n_jobs = max(1, joblib.cpu_count())
-    chunk = max(1, math.ceil(len(bounds) / (8 * n_jobs)))
-    joblib.Parallel(n_jobs=n_jobs, backend="threading")(
-        joblib.delayed(work)(lo, min(lo + chunk, len(bounds)))
-        for lo in range(0, len(bounds), chunk)
-    )
-    return scores
-
-
-def _detail(thumbs: np.ndarray) -> np.ndarray:
-    """Thumbnails less their blur (sigma 2 px): smooth look-alikes (two round dark cells)
-    correlate highly in plain gray, but only copies of one picture share its detail."""
-    smooth = thumbs.astype(np.float32)
-    return smooth - ndimage.gaussian_filter(smooth, (0, _DETAIL_SIGMA, _DETAIL_SIGMA))
-
-
-def _query_variants(thumb: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm centre crops of the flipped and rotated thumbnail: ``(v, c, c)``."""
-    image = Image.fromarray(thumb.astype(np.float32))
-    background = 0.0  # the detail image's background
-    variants = []
-    for flip in range(4):
-        flipped = image
-        if flip & 1:
-            flipped = flipped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if flip & 2:
-            flipped = flipped.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        for angle in _ANGLES:
-            turned = flipped.rotate(angle, Image.Resampling.BILINEAR, fillcolor=background)
-            variants.append(np.asarray(turned)[_CROP:-_CROP, _CROP:-_CROP])
-    stack = np.stack(variants)
-    stack -= stack.mean(axis=(1, 2), keepdims=True)
-    stack /= np.linalg.norm(stack, axis=(1, 2), keepdims=True) + 1e-6
-    return stack
-
-
-def _correlate(query: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Highest normalised correlation of any query variant at any shift inside each target."""
-    size = targets.shape[-1]
-    crop = query.shape[-1]
-    spectrum = np.conj(rfft2(query, s=(size, size)))  # (variants, s, s//2+1), complex64
-    products = rfft2(targets)[:, None] * spectrum[None]
-    valid = size - crop + 1
-    numerator = irfft2(products, s=(size, size))[..., :valid, :valid]
-    # Norm of every zero-mean crop-sized window of each target, from summed-area tables; the
-    # query variants have zero mean, so the window's mean drops out of the product.
-    padded = np.pad(targets, ((0, 0), (1, 0), (1, 0)))
-    sums = padded.cumsum(1).cumsum(2)
-    squares = (padded * padded).cumsum(1).cumsum(2)
-
-    def window(table: np.ndarray) -> np.ndarray:
-        return (
-            table[:, crop:, crop:]
-            - table[:, :-crop, crop:]
-            - table[:, crop:, :-crop]
-            + table[:, :-crop, :-crop]
-        )
-
-    total = window(sums)
-    norm = np.sqrt(np.maximum(window(squares) - total * total / (crop * crop), 1e-3))
-    return (numerator.max(axis=1) / norm).max(axis=(1, 2)).astype(np.float32)

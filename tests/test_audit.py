@@ -19,7 +19,8 @@ from automl.cli import app
 from automl.config import config_from_dict, load_config
 from automl.data import ImageSet
 from automl.errors import ConfigError, DataError
-from automl.hashing import aligned_similarity, compute_features, hash_candidates
+from automl.hashing import compute_features, hash_candidates
+from automl.matching import confirm_pairs
 from automl.tune import prepare_splits
 
 runner = CliRunner()
@@ -120,8 +121,9 @@ def test_hash_search_is_robust_to_transforms_and_verification_separates(shared_d
     assert {(0, 1), (0, 2), (0, 3)} <= pairs  # flips, 90-degree turns, resizing: the hash
     assert not any(b >= len(variants) for _, b in pairs)  # rotations: the verification below
     turned = np.array([[0, 1], [0, 4]] + [[0, len(variants) + k] for k in range(len(others))])
-    scores = aligned_similarity(features.thumbs, turned)
-    assert scores[:2].min() > 0.9 > 0.8 > scores[2:].max()
+    matches = confirm_pairs(features, turned)
+    assert matches.confirmed[:2].all() and not matches.confirmed[2:].any()
+    assert matches.similarity[:2].min() > 0.9
 
 
 def test_cli_audit_writes_reports_and_prints_summary(planted, tmp_path: Path) -> None:
