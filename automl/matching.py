@@ -48,7 +48,8 @@ _CROP = _COARSE // 5  # margin cut off the query, so that shifts of up to 20% ca
 _DETAIL_SIGMA = 2.0  # blur removed from the coarse images (px of the coarse edge)
 _SMOOTH = 0.7  # blur of both thumbnails before comparing: JPEG blocks and resampling noise
 _SCREEN = 4.0  # coarse mean absolute difference (gray levels) beyond which a pair is not a copy
-_FINE_ANGLES = (-2.5, 2.5)  # refinements of the coarse angle (degrees)
+_FINE_STEP = 2.5  # step of the angle refinement (degrees)
+_FINE_STEPS = 3  # most steps the refinement takes from the coarse angle, each way
 _FINE_SHIFT = 2  # refinement of the coarse shift (px of the 64 px thumbnail, each way)
 _EDGE = 2  # px given up along the edges of a picture mask (fill, padding, rotation)
 _TILE = 8  # edge of the tiles of the peak residual
@@ -447,12 +448,16 @@ def _compare(
     moving, inside = _warp(thumb_i, mask_i, orientation)
     cost, shift = _best_shift(moving, inside, thumb_j, mask_j, shift, _FINE_SHIFT)
     best = (cost, angle, shift)
-    for delta in _FINE_ANGLES:
-        # The mask hardly moves with 2.5 degrees more; its eroded edge absorbs the difference.
-        turned = _apply(thumb_i, _sampler(THUMB, transpose, flip, angle + delta))
-        cost, moved = _best_shift(turned.reshape(THUMB, THUMB), inside, thumb_j, mask_j, shift, 1)
-        if cost < best[0]:
-            best = (cost, angle + delta, moved)
+    # Climb from the coarse angle in steps while the fit improves: a round cell hardly fixes
+    # the angle at 32 px, its surroundings do at 64.
+    for step in (-_FINE_STEP, _FINE_STEP):
+        for k in range(1, _FINE_STEPS + 1):
+            candidate = angle + k * step
+            turned, turned_inside = _warp(thumb_i, mask_i, (transpose, flip, candidate))
+            cost, moved = _best_shift(turned, turned_inside, thumb_j, mask_j, best[2], 1)
+            if not cost < best[0]:
+                break
+            best = (cost, candidate, moved)
     if not np.isfinite(best[0]):
         return math.nan, math.nan, 0.0
     moving, inside = _warp(thumb_i, mask_i, (transpose, flip, best[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -9,18 +10,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import AUDIT_KEYS, make_audit_layout, make_folder_layout, write_study_yaml
 from PIL import Image
+from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
+from automl import audit
 from automl.audit import AuditOptions, find_duplicates, read_exclude, replace_groups
 from automl.audit_report import run_audit, write_reports
 from automl.cli import app
-from automl.config import config_from_dict, load_config
+from automl.config import Config, config_from_dict, load_config
 from automl.data import ImageSet
 from automl.errors import ConfigError, DataError
 from automl.hashing import compute_features, hash_candidates
 from automl.matching import confirm_pairs
+from automl.study import paths_for
 from automl.tune import prepare_splits
 
 runner = CliRunner()
@@ -246,6 +251,79 @@ def test_tune_warns_about_leakage(tmp_path: Path, shared_data: Path, caplog) -> 
     assert "Possible leakage" in caplog.text and "groups_from_duplicates" in caplog.text
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _quickstart(tmp_path: Path) -> Config:
+    raw = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
+    raw["study"]["studies_dir"] = str(tmp_path / "studies")
+    return config_from_dict(raw, source="quickstart.yaml")
+
+
+def test_tune_does_not_warn_about_leakage_on_the_quickstart_digits(tmp_path: Path, caplog):
+    # Digits of one writer look alike (the hash put 32 hold-out images in "near-duplicate"
+    # groups), but no two scans are copies of each other.
+    with caplog.at_level("WARNING", logger="automl.audit"):
+        prepare_splits(_quickstart(tmp_path))
+    assert "Possible leakage" not in caplog.text
+
+
+def test_tune_warns_about_copies_planted_among_the_digits(tmp_path: Path, caplog) -> None:
+    digits = load_digits()
+    images = (digits.images * 15).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    picked = rng.choice(len(images), 40, replace=False)
+    noise = rng.integers(-2, 3, size=(20, 8, 8))
+    copies = np.concatenate(
+        [images[picked[:20], :, ::-1], np.clip(images[picked[20:]] + noise, 0, 255)]
+    ).astype(np.uint8)
+    path = tmp_path / "digits.npz"
+    np.savez(
+        path,
+        images=np.concatenate([images, copies]),
+        labels=np.concatenate([digits.target, digits.target[picked]]),
+    )
+    raw = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
+    raw["study"]["studies_dir"] = str(tmp_path / "studies")
+    raw["data"].update(format="npz", path=str(path))
+    with caplog.at_level("WARNING", logger="automl.audit"):
+        splits = prepare_splits(config_from_dict(raw, source="digits.npz"))
+    assert "Possible leakage" in caplog.text
+    # Only the planted pairs are grouped: the flagged share is at most theirs.
+    held_out = len(splits.holdout.ids)
+    shown = float(caplog.text.split("hold-out images (")[1].split("%")[0])
+    assert shown <= 100 * 40 / held_out
+
+
+def test_workers_read_the_screening_from_the_image_cache(
+    tmp_path: Path, shared_data: Path, monkeypatch
+) -> None:
+    _copies_layout(shared_data, tmp_path / "cells")
+    grouped = _config(tmp_path, tmp_path / "cells", "  groups_from_duplicates: true\n")
+    paths_for(grouped).root.mkdir(parents=True)  # an existing study reads the image cache
+    calls: list[int] = []
+    fingerprint = audit.compute_features
+
+    def counted(*args, **kwargs):
+        calls.append(len(calls))
+        return fingerprint(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "compute_features", counted)
+    first = prepare_splits(grouped)
+    assert len(calls) == 1
+    # What every worker process does before its trial: the images and the screening are read.
+    second = prepare_splits(grouped)
+    assert len(calls) == 1
+    assert first.to_dict() == second.to_dict()
+    assert len(list(paths_for(grouped).data_cache.rglob("screening-*.npz"))) == 1
+    # Other screening settings are screened (once) and kept beside the first.
+    plain = _config(tmp_path, tmp_path / "cells")
+    prepare_splits(plain)
+    prepare_splits(plain)
+    assert len(calls) == 2
+    assert len(list(paths_for(plain).data_cache.rglob("screening-*.npz"))) == 2
+
+
 def test_find_duplicates_without_augmented_search(planted) -> None:
     root, _, _ = planted
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "junk.jpg")
@@ -275,3 +353,98 @@ def test_duplicate_groups_merge_with_existing_groups() -> None:
     merged = replace_groups(pool, np.array([-1, 0, 0, -1, -1])).groups
     assert merged[0] == merged[1] == merged[2]
     assert len({merged[0], merged[3], merged[4]}) == 3
+
+
+# --- precision on real single-cell crops: chula_rbc12, where look-alikes abound ---------------
+
+CHULA_WINDOW = 72  # edge of every chula_rbc12 crop in its 640x480 smear
+CHULA_FIELD_GROUPS = range(300, 400)  # ~3,200 crops of 100 smears, including two joined fields
+
+
+def _chula_overlap_shifts(chula: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """The builder's same-field smear pairs: (A, B) -> (dx, dy) taking B's coordinates to A's."""
+    tree = ast.parse((chula / "build_chula_rbc12_crops.py").read_text())
+    (listed,) = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "OVERLAP_PAIRS"
+    ]
+    shifts = {}
+    for a, b, dy, dx in listed:
+        shifts[(a, b)] = (dx, dy)
+        shifts[(b, a)] = (-dx, -dy)
+    return shifts
+
+
+def _chula_copy(image: Image.Image, kind: str) -> tuple[Image.Image, int]:
+    """A re-encoded, resized, flipped, rotated or shifted copy, and its JPEG quality."""
+    copies = {
+        "reencode": (image, 40),
+        "smaller": (image.resize((43, 43), Image.Resampling.BICUBIC), 90),
+        "larger": (image.resize((108, 108), Image.Resampling.BICUBIC), 90),
+        "flip": (image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90),
+        "rot90": (image.transpose(Image.Transpose.ROTATE_90), 90),
+        "rotate": (image.rotate(-15, Image.Resampling.BICUBIC), 90),
+        "shift": (image.rotate(0, translate=(6, -5)), 90),
+        "augment": (
+            image.rotate(10, Image.Resampling.BILINEAR, translate=(-4, 3)).transpose(
+                Image.Transpose.FLIP_TOP_BOTTOM
+            ),
+            85,
+        ),
+    }
+    return copies[kind]
+
+
+@pytest.fixture(scope="module")
+def chula_planted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """100 smears of chula_rbc12 plus 16 planted copies; their fingerprints and groups."""
+    chula = shared_data / "chula_rbc12"
+    manifest = pd.read_csv(chula / "manifest.csv")
+    crops = manifest[manifest.field_group.isin(CHULA_FIELD_GROUPS)].reset_index(drop=True)
+    crops["smear"] = crops.source_image.str.extract(r"(\d+)\.jpg", expand=False)
+    files = [chula / f for f in crops.file]
+    origin = list(range(len(files)))  # the crop each file shows (a copy: its original)
+    folder = tmp_path_factory.mktemp("chula_copies")
+    kinds = ("reencode", "smaller", "larger", "flip", "rot90", "rotate", "shift", "augment")
+    picked = np.random.default_rng(14).choice(len(crops), 2 * len(kinds), replace=False)
+    for k, original in enumerate(picked):
+        with Image.open(files[original]) as image:
+            copy, quality = _chula_copy(image.convert("RGB"), kinds[k % len(kinds)])
+        files.append(folder / f"{k:02d}_{kinds[k % len(kinds)]}.jpg")
+        copy.save(files[-1], quality=quality)
+        origin.append(int(original))
+    features = compute_features(len(files), lambda i: Image.open(files[i]))
+    duplicates = find_duplicates(features)
+    return crops, np.array(origin), duplicates
+
+
+def test_chula_groups_only_overlapping_windows_and_copies(shared_data: Path, chula_planted):
+    crops, origin, duplicates = chula_planted
+    shifts = _chula_overlap_shifts(shared_data / "chula_rbc12")
+    grouped = [np.asarray(m) for m in duplicates.members()]
+    assert grouped, "the planted copies at least must be grouped"
+    wrong = []
+    for members in grouped:
+        for a, b in zip(*np.triu_indices(len(members), 1), strict=True):
+            first, second = crops.iloc[origin[members[a]]], crops.iloc[origin[members[b]]]
+            if first.name == second.name:  # a planted copy and its original
+                continue
+            dx, dy = (0, 0) if first.smear == second.smear else (None, None)
+            if dx is None:
+                dx, dy = shifts.get((first.smear, second.smear), (10**6, 10**6))
+            if (
+                abs(first.crop_left - second.crop_left - dx) >= CHULA_WINDOW
+                or abs(first.crop_top - second.crop_top - dy) >= CHULA_WINDOW
+            ):
+                wrong.append((first.file, second.file))
+    # Different cells of one stain share a hash and an outline, never their surroundings.
+    assert not wrong, f"{len(wrong)} pairs of different cells grouped, e.g. {wrong[:3]}"
+
+
+def test_chula_planted_copies_are_all_found(chula_planted) -> None:
+    crops, origin, duplicates = chula_planted
+    copies = np.arange(len(crops), len(origin))
+    group = duplicates.group
+    missed = [int(c) for c in copies if group[c] < 0 or group[c] != group[origin[c]]]
+    assert not missed, f"copies {missed} (of {len(copies)}) not grouped with their original"
