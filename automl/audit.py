@@ -50,7 +50,7 @@ from PIL import Image
 from automl.config import DataConfig
 from automl.data import ImageSet, list_image_files, read_source
 from automl.errors import DataError
-from automl.hashing import Features, compute_features, hash_candidates
+from automl.hashing import Features, compute_features, hash_candidates, hash_distance
 from automl.matching import MatchThresholds, confirm_pairs, hash_orientations
 from automl.neighbours import nearest_neighbours
 from automl.splits import Splits
@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 _SHOWN = 3
 _SCREEN_VERSION = 1  # bump when fingerprints, matching or the kept screening fields change
+_SURE_ORIENTATION = 5  # hash bits within which the hashes' best orientation is trusted
+_QUARTER_TURNS = 4  # DIHEDRAL indices from here on are transposed (quarter turns)
 
 
 @dataclass(frozen=True)
@@ -234,11 +236,13 @@ def find_duplicates(
         for chunk in np.array_split(pairs, max(1, len(pairs) // 4000)):
             chunk = chunk[[root(int(a)) != root(int(b)) for a, b in chunk]]
             # A hash pair is tried in the orientation its hashes agree best in (quarter turns
-            # included); a histogram neighbour, rotated or not, in all 4 flips.
+            # included) when they agree closely; otherwise, like a histogram neighbour, in
+            # all 4 flips.
+            orientation = np.full(len(chunk), -1)
             if kind == "near":
-                orientation = hash_orientations(features.hashes, chunk)
-            else:
-                orientation = np.full(len(chunk), -1)
+                best = hash_orientations(features.hashes, chunk)
+                sure = hash_distance(features.hashes, chunk) <= _SURE_ORIENTATION
+                orientation = np.where(sure | (best >= _QUARTER_TURNS), best, -1)
             matches = confirm_pairs(features, chunk, options.matching, orientation=orientation)
             links[kind] += link(chunk[matches.confirmed])
     roots = np.array([root(i) for i in range(n)])

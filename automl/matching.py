@@ -167,19 +167,13 @@ def _match_one(
     shift = np.zeros((len(targets), 2), dtype=np.int64)
     for wanted in np.unique(orientation):
         rows = np.flatnonzero(orientation == wanted)
-        if wanted >= 0:
-            groups = [(rows, _variants(int(wanted)))]
-        else:
-            groups = _likely_flips(detail_i, detail_j, rows)
-        for members, variants in groups:
-            scores, chosen, moved = _correlate(
-                _query_variants(detail_i, variants), detail_j.subset(members)
-            )
-            better = scores > out[0, members]
-            members, chosen = members[better], chosen[better]
-            out[0, members], shift[members] = scores[better], moved[better]
-            for row, k in zip(members, chosen, strict=True):
-                best[row] = variants[k]
+        variants = _variants(int(wanted))
+        scores, chosen, moved = _correlate(
+            _query_variants(detail_i, variants), detail_j.subset(rows)
+        )
+        out[0, rows], shift[rows] = scores, moved
+        for row, k in zip(rows, chosen, strict=True):
+            best[row] = variants[k]
     close = np.flatnonzero(out[0] >= thresholds.similarity)
     if len(close) == 0:
         return out
@@ -202,31 +196,13 @@ def _match_one(
 
 @functools.lru_cache(maxsize=16)
 def _variants(orientation: int) -> tuple[tuple[bool, int, float], ...]:
-    """(transpose, flip, angle) searched for an orientation index (``DIHEDRAL``)."""
-    transpose, flip_rows, flip_columns = DIHEDRAL[orientation]
-    return tuple((transpose, 2 * flip_rows + flip_columns, float(angle)) for angle in ANGLES)
-
-
-def _likely_flips(
-    detail_i: np.ndarray, detail_j: _Targets, rows: np.ndarray
-) -> list[tuple[np.ndarray, tuple[tuple[bool, int, float], ...]]]:
-    """The rows grouped by each of their 2 best flips at 0 degrees, with that flip's variants.
-
-    Searching every angle of 2 flips instead of 4 nearly halves the coarse alignment; an
-    unrotated flip scores highest for all but a few per cent of rotated copies, and the second
-    best catches most of those.
-    """
-    upright = tuple((False, flip, 0.0) for flip in range(_FLIPS))
-    scores = _correlation(_query_variants(detail_i, upright), detail_j.subset(rows))
-    scores = scores.max(axis=(2, 3))
-    ranked = np.argsort(-scores, axis=1)[:, :2]
-    groups = []
-    for flip in range(_FLIPS):
-        members = rows[(ranked == flip).any(axis=1)]
-        if len(members):
-            variants = tuple((False, flip, float(angle)) for angle in ANGLES)
-            groups.append((members, variants))
-    return groups
+    """(transpose, flip, angle) searched for an orientation index (-1: the 4 flips)."""
+    if orientation < 0:
+        oriented = [(False, flip) for flip in range(_FLIPS)]
+    else:
+        transpose, flip_rows, flip_columns = DIHEDRAL[orientation]
+        oriented = [(transpose, 2 * flip_rows + flip_columns)]
+    return tuple((t, f, float(angle)) for t, f in oriented for angle in ANGLES)
 
 
 # --- warping ------------------------------------------------------------------------------------
