@@ -14,9 +14,8 @@ neighbours of the audit's descriptors are found (``tests/test_neighbours.py``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 def nearest_neighbours(
@@ -46,7 +45,10 @@ def nearest_neighbours(
     if n < 2 or k < 1:
         return np.full((n, max(k, 0)), -1, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    found = [_tree_neighbours(points, k, leaf_size, rng) for _ in range(n_trees)]
+    # Thousands of tiny matrix products: BLAS threads cost more than they give (10x slower on
+    # 2 cores shared with other work).
+    with threadpool_limits(1):
+        found = [_tree_neighbours(points, k, leaf_size, rng) for _ in range(n_trees)]
     index = np.concatenate([f[0] for f in found], axis=1)
     distance = np.concatenate([f[1] for f in found], axis=1)
     # The same neighbour found by several trees has the same distance: sort by (distance,
@@ -96,36 +98,42 @@ def _refined(points: np.ndarray, index: np.ndarray) -> np.ndarray:
 def _tree_neighbours(
     points: np.ndarray, k: int, leaf_size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Within-leaf ``k`` nearest neighbours of one random-projection tree: indices, distances."""
+    """Within-leaf ``k`` nearest neighbours of one random-projection tree: indices, distances.
+
+    The nodes of a level are the rows of one ``(nodes, width)`` block of point indices (-1:
+    empty), so that a level is split in one vectorised step: each row is partitioned (not
+    sorted) at its median projection. A level costs ``O(n)``; the tree, ``O(n log n)`` with
+    a small constant on the logarithm (one number per point and level).
+    """
     n, dims = points.shape
-    leaf = np.zeros(n, dtype=np.int64)
-    for _ in range(max(0, math.ceil(math.log2(n / leaf_size)))):
-        directions = rng.standard_normal((int(leaf.max()) + 1, dims)).astype(np.float32)
-        projection = np.einsum("nd,nd->n", points, directions[leaf])
-        order = np.lexsort((projection, leaf))
-        sizes = np.bincount(leaf)
-        starts = np.cumsum(sizes) - sizes
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n) - starts[leaf[order]]
-        leaf = 2 * leaf + (rank >= sizes[leaf] // 2)
-    # Pad the leaves into one (leaves, width) block of point indices (-1: empty slot).
-    order = np.argsort(leaf, kind="stable")
-    _, first, sizes = np.unique(leaf[order], return_index=True, return_counts=True)
-    width = int(sizes.max())
-    slot = np.arange(n) - np.repeat(first, sizes)
-    members = np.full((len(sizes), width), -1, dtype=np.int64)
-    members[np.repeat(np.arange(len(sizes)), sizes), slot] = order
+    members = np.arange(n, dtype=np.int64)[None, :]
+    # One random direction per level, shared by its nodes: every projection in one product,
+    # and a level gathers one number per point instead of a whole row of ``points``.
+    levels = max(1, int(np.ceil(np.log2(max(n / leaf_size, 1.0)))))
+    projections = points @ rng.standard_normal((dims, levels)).astype(np.float32)
+    level = 0
+    while members.shape[1] > leaf_size:
+        projection = projections[np.maximum(members, 0), level]
+        projection[members < 0] = np.inf  # empty slots go to the upper half
+        half = members.shape[1] // 2
+        order = np.argpartition(projection, half - 1, axis=1)
+        members = np.take_along_axis(members, order, axis=1)
+        width = members.shape[1] - half
+        lower = np.pad(members[:, :half], ((0, 0), (0, width - half)), constant_values=-1)
+        members = np.concatenate([lower, members[:, half:]])
+        level += 1
     block = points[np.maximum(members, 0)]
     squares = np.einsum("lwd,lwd->lw", block, block)
     distance = squares[:, :, None] + squares[:, None, :] - 2 * block @ block.transpose(0, 2, 1)
     empty = members < 0
+    width = members.shape[1]
     distance[empty[:, :, None] | empty[:, None, :]] = np.inf
     distance[:, np.arange(width), np.arange(width)] = np.inf
     take = min(k, width - 1)
-    nearest = np.argpartition(distance, take - 1, axis=2)[:, :, :take] if take > 0 else None
     index = np.full((n, k), -1, dtype=np.int64)
     gap = np.full((n, k), np.inf, dtype=np.float32)
-    if nearest is not None:
+    if take > 0:
+        nearest = np.argpartition(distance, take - 1, axis=2)[:, :, :take]
         rows = members.ravel() >= 0
         chosen = np.take_along_axis(distance, nearest, axis=2).reshape(-1, take)[rows]
         neighbour = np.take_along_axis(members[:, None, :], nearest, axis=2)

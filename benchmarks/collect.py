@@ -31,6 +31,7 @@ ORDER = (
     "workers_throughput",
     "gpu_throughput",
     "audit_speed",
+    "audit_scaling",
     "model_quality",
 )
 
