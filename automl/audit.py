@@ -1,7 +1,7 @@
 """Data audit: unreadable files, class balance, duplicates, leakage and outliers, before tuning.
 
 ``automl audit`` lists the images exactly as ``tune`` would (same formats, class folders, ids
-and labels), fingerprints each one (``hashing.py``: about 3 KB per image, pixels are dropped)
+and labels), fingerprints each one (``hashing.py``: about 6 KB per image, pixels are dropped)
 and reports:
 
 - files: unreadable or not images, channel counts unlike the majority, sizes far from the
