@@ -44,6 +44,8 @@ from scipy import ndimage
 from scipy.fft import dctn
 from tqdm.auto import tqdm
 
+from automl.data import DECODE_ERRORS
+
 HASH_EDGE = 32  # edge of the gray thumbnail the perceptual hash is computed from
 THUMB = 64  # edge of the aspect-preserving gray thumbnail kept to confirm candidate pairs
 _WORK = 64  # edge of the colour image the histograms and the hash are computed from
@@ -131,6 +133,8 @@ def compute_features(
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
+            # Only decoding may mark a file unreadable: an error in the fingerprint code below
+            # is a bug and must surface, not silently drop the image from the audit.
             try:
                 with load(i) as image:
                     image.load()
@@ -138,13 +142,13 @@ def compute_features(
                     channels[i] = 3 if image.mode in ("P", "PA") else len(image.getbands())
                     digest[i] = _pixel_digest(image)
                     rgb = image if image.mode == "RGB" else image.convert("RGB")
-                    hashes[i], colour[i], hue[i] = _fingerprint(rgb)
-                    thumbs[i], mask, tones[i] = _thumbnail(rgb)
-                    valid[i] = np.packbits(mask)
-                ok[i] = True
-            # Broken files raise all kinds of errors; each one means "this file is unreadable".
-            except Exception as error:
+            except DECODE_ERRORS as error:
                 reason[i] = _reason(error)
+                continue
+            hashes[i], colour[i], hue[i] = _fingerprint(rgb)
+            thumbs[i], mask, tones[i] = _thumbnail(rgb)
+            valid[i] = np.packbits(mask)
+            ok[i] = True
 
     n_jobs = max(1, joblib.cpu_count())
     chunk = max(1, min(64, math.ceil(n_items / (4 * n_jobs))))

@@ -448,3 +448,18 @@ def test_chula_planted_copies_are_all_found(chula_planted) -> None:
     group = duplicates.group
     missed = [int(c) for c in copies if group[c] < 0 or group[c] != group[origin[c]]]
     assert not missed, f"copies {missed} (of {len(copies)}) not grouped with their original"
+
+
+def test_a_bug_in_the_fingerprints_is_raised_not_reported_as_unreadable_files(
+    shared_data, monkeypatch
+) -> None:
+    import automl.hashing
+
+    files = sorted((shared_data / "bccd_wbc_crops" / "BCCD_cropped" / "Neutrophil").glob("*"))[:3]
+
+    def broken(rgb):
+        raise TypeError("fingerprint bug")
+
+    monkeypatch.setattr(automl.hashing, "_fingerprint", broken)
+    with pytest.raises(TypeError, match="fingerprint bug"):
+        compute_features(len(files), lambda i: Image.open(files[i]))
