@@ -223,7 +223,17 @@ def test_tune_and_a_worker_on_another_machine_share_a_postgres_study(
 
     # The other machine builds the ensemble from the shared fold models.
     ensembled = runner.invoke(
-        app, ["ensemble", "--study", "cells", "--studies-dir", str(machine2), "--no-progress"]
+        app,
+        [
+            "ensemble",
+            "--study",
+            "cells",
+            "--studies-dir",
+            str(machine2),
+            "--top",
+            "2",
+            "--no-progress",
+        ],
     )
     assert ensembled.exit_code == 0, ensembled.output
     assert "2 trials x folds = 4 models" in ensembled.stdout
