@@ -100,13 +100,49 @@ def test_unreadable_file_suggested_for_exclusion(planted) -> None:
     assert row.exclude and "not a recognised image format" in row.detail
 
 
-def test_leakage_share_matches_the_groups_across_the_split(planted) -> None:
-    _, _, result = planted
-    leak = result.summary["leakage"]
-    sides = result.flagged[result.flagged.group != ""].groupby("group").side.apply(set)
-    crossing = [s for s in sides if "holdout" in s and len(s) > 1]
-    assert leak["holdout_groups"] == len(crossing)
-    assert 0.0 <= leak["holdout_share_affected"] <= 1.0
+def test_leakage_counts_exactly_the_planted_copies_across_the_hold_out(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # A separate data.test folder fixes the sides: 2 re-encoded copies of tuning crops planted in
+    # it leak; a copy of a test crop inside the test folder and one inside the pool do not.
+    crops = shared_data / "bccd_wbc_crops" / "BCCD_cropped"
+    pool, test = tmp_path / "pool", tmp_path / "test"
+    originals = {}
+    for name in ("Eosinophil", "Lymphocyte", "Neutrophil"):
+        files = sorted((crops / name).glob("*.jpg"))[::3]  # BCCD repeats frames of one smear
+        for folder, chosen in ((pool, files[:8]), (test, files[8:11])):
+            (folder / name).mkdir(parents=True)
+            for file in chosen:
+                shutil.copy2(file, folder / name / file.name)
+        originals[name] = files
+
+    def copy(source: Path, target: Path) -> None:
+        with Image.open(source) as image:
+            image.convert("RGB").save(target, quality=80)  # re-encoded: not byte-identical
+
+    copy(originals["Eosinophil"][0], test / "Eosinophil" / "leak_a.jpg")
+    copy(originals["Neutrophil"][1], test / "Neutrophil" / "leak_b.jpg")
+    copy(originals["Lymphocyte"][9], test / "Lymphocyte" / "within_test.jpg")
+    copy(originals["Lymphocyte"][2], pool / "Lymphocyte" / "within_pool.jpg")
+    data = config_from_dict(
+        {
+            "data": {
+                "format": "folder",
+                "path": str(pool),
+                "test": {"format": "folder", "path": str(test)},
+                "n_folds": 2,
+            }
+        }
+    ).data
+    result = run_audit(data, seed=0)
+    n_test = 3 * 3 + 3
+    assert result.summary["leakage"]["holdout_groups"] == 2
+    assert result.summary["leakage"]["holdout_images_affected"] == 2
+    assert result.summary["leakage"]["holdout_share_affected"] == pytest.approx(2 / n_test, 1e-3)
+    flagged = result.flagged
+    leaked = set(flagged.id[flagged.reasons.str.split(";").apply(lambda r: "leakage" in r)])
+    assert {"Eosinophil/leak_a", "Neutrophil/leak_b"} <= leaked
+    assert not {"Lymphocyte/within_test", "Lymphocyte/within_pool"} & leaked
 
 
 def test_hash_search_is_robust_to_transforms_and_verification_separates(shared_data) -> None:
