@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,19 +222,74 @@ def optimize(
 
     bar = _TrialBar(study, n_trials, config.study.metric) if progress else None
     try:
-        study.optimize(
+        optimize_past_lapses(
+            study,
             Objective(config, splits, artifacts_root(config), on_epoch=bar.epoch if bar else None),
             n_trials=n_trials,
             timeout=config.study.timeout,
             catch=(TrialFailed,),
             callbacks=[*callbacks, *([bar.trial_done] if bar else [])],
-            # The objective already clears the Keras session and collects after every trial;
-            # a second full collection here would only cost time (~0.1-0.5 s with TensorFlow).
-            gc_after_trial=False,
         )
     finally:
         if bar is not None:
             bar.close()
+
+
+def optimize_past_lapses(
+    study: optuna.Study,
+    objective: Any,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    catch: tuple[type[Exception], ...],
+    callbacks: list[Any],
+) -> None:
+    """``study.optimize``, going on when another process failed the running trial meanwhile.
+
+    When this worker's heartbeat lapses (an overloaded machine, a long pause), another worker's
+    sweep fails its trial and queues a retry; this worker's ``tell`` then raises Optuna's
+    "Cannot tell a FAIL trial" and would end the whole run. The result is lost either way (the
+    retry recomputes it), so this logs a warning naming the trial and runs the trials left.
+    """
+    started = time.monotonic()
+    done = 0
+
+    def count(_study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+
+    while True:
+        left = None if n_trials is None else n_trials - done
+        remaining_time = None if timeout is None else timeout - (time.monotonic() - started)
+        if (left is not None and left <= 0) or (
+            remaining_time is not None and remaining_time <= 0
+        ):
+            return
+        try:
+            study.optimize(
+                objective,
+                n_trials=left,
+                timeout=remaining_time,
+                catch=catch,
+                callbacks=[*callbacks, count],
+                # The objective already clears the Keras session and collects after every
+                # trial; a second full collection would only cost time (~0.1-0.5 s with TF).
+                gc_after_trial=False,
+            )
+            return
+        except (ValueError, AssertionError) as error:
+            # Optuna 5 raises the ValueError inside its tell, then an AssertionError ("Should
+            # not reach") from the cleanup around it; either way the ValueError is the cause.
+            cause = error if isinstance(error, ValueError) else error.__context__
+            if not str(cause).startswith("Cannot tell a FAIL trial"):
+                raise
+            done += 1  # the lost trial used up one of this call's trials, as a failure does
+            logger.warning(
+                "A trial of this worker was failed by another process while it ran (its "
+                "heartbeat lapsed for longer than the grace period, e.g. on an overloaded "
+                "machine); its result is discarded and its retry runs again. Raise "
+                "study.grace_period if this repeats."
+            )
 
 
 class _TrialBar:
