@@ -10,7 +10,7 @@ The Python API mirrors the command line::
 TensorFlow is imported only by the functions that train or predict.
 """
 
-from automl.config import Config, config_from_dict, load_config
+from automl.config.schema import Config, config_from_dict, load_config
 from automl.errors import (
     AutoMLError,
     ConfigError,
@@ -41,19 +41,19 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: keep `import automl` free of TensorFlow
     if name == "run_tune":
-        from automl.tune import run_tune
+        from automl.search.tune import run_tune
 
         return run_tune
     if name == "run_ensemble":
-        from automl.ensemble import run_ensemble
+        from automl.ensemble.build import run_ensemble
 
         return run_ensemble
     if name == "run_predict":
-        from automl.predict import run_predict
+        from automl.ensemble.predict import run_predict
 
         return run_predict
     if name == "load_study":
-        from automl.study import load_study
+        from automl.search.storage import load_study
 
         return load_study
     raise AttributeError(f"module 'automl' has no attribute {name!r}")

@@ -232,3 +232,52 @@ def make_audit_layout(shared_data: Path, dest: Path) -> dict[str, set[str]]:
 
 
 AUDIT_KEYS = ("unreadable", "channels", "size", "exact", "near", "conflict", "outlier", "clean")
+
+
+# A finished study (report, dashboard browser tests): built once per session.
+STUDY = "cells"
+FINISHED: dict[str, Path] = {}
+
+
+def build_finished_study(shared_data: Path, base: Path) -> Path:
+    """Tune (2 complete + 1 pruned) via the CLI, report, ensemble, report; return the studies dir.
+
+    Built once per test session: later calls return the first folder.
+    """
+    if "studies" in FINISHED:
+        return FINISHED["studies"]
+    from typer.testing import CliRunner
+
+    from automl.cli import app
+
+    runner = CliRunner()
+    data = make_folder_layout(shared_data, base / "data", per_class=8)
+    studies = base / "studies"
+    space = write_study_yaml(
+        base / "cells.yaml",
+        data,
+        studies,
+        name=STUDY,
+        n_trials=2,
+        extra_space="  augment: {flip: horizontal, rotation: 0.1, randaugment_magnitude: 0.3}",
+    )
+    where = ["--study", STUDY, "--studies-dir", str(studies)]
+    steps = [
+        ["tune", "--space", str(space), "--no-progress"],
+        # No accuracy reaches 1.01: the third trial is pruned at its first report.
+        ["tune", "--space", str(space), "--no-progress", "--n-trials", "3"]
+        + ["--set", "study.pruner={name: threshold, lower: 1.01}"],
+        ["report", *where],
+        ["ensemble", *where, "--no-progress"],
+        ["report", *where],
+    ]
+    for index, args in enumerate(steps):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        if index == 2:  # keep the report written before the ensemble existed
+            report = Path(result.stdout.split("report:")[1].strip())
+            shutil.copy(report, base / "report_before_ensemble.html")
+    FINISHED["studies"] = studies
+    FINISHED["stdout"] = base / "report_stdout.txt"
+    FINISHED["stdout"].write_text(result.stdout, encoding="utf-8")
+    return studies

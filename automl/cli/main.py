@@ -1,0 +1,584 @@
+"""The ``automl`` command: parse options, call the library, render results. No ML logic here.
+
+Errors automl raises on purpose print one line on stderr and exit with status 2; ``--debug``
+shows the traceback instead. Data and tables go to stdout, logs and progress bars to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+# Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import optuna  # noqa: E402
+import typer  # noqa: E402
+
+from automl.config.schema import Config, load_config  # noqa: E402
+from automl.console import filter_stderr  # noqa: E402
+from automl.errors import AutoMLError  # noqa: E402
+
+app = typer.Typer(
+    help="Optuna-driven AutoML for Keras image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+T = TypeVar("T")
+
+SpaceOption = Annotated[
+    Path, typer.Option("--space", "-s", help="Search-space YAML file (see search_spaces/).")
+]
+StudyOption = Annotated[str, typer.Option("--study", help="Name of an existing study.")]
+StudiesDirOption = Annotated[
+    Path, typer.Option("--studies-dir", help="Folder that holds the studies.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a file value: KEY.PATH=VALUE (repeatable)."),
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(logging.WARNING if quiet else logging.INFO)
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("automl")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TensorFlow's retracing notices (one per loaded fold model) are noise for users.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run ``action``; turn automl's errors into one line on stderr and exit status 2."""
+    try:
+        return action()
+    except AutoMLError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted: finished trials are saved; run the same command to resume.", err=True
+        )
+        raise typer.Exit(130) from None
+
+
+def _tune_overrides(
+    overrides: list[str] | None,
+    study_name: str | None,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    seed: int | None,
+    studies_dir: Path | None,
+) -> list[str]:
+    items = list(overrides or [])
+    for key, value in (
+        ("study.name", study_name),
+        ("study.storage", storage),
+        ("study.n_trials", n_trials),
+        ("study.timeout", timeout),
+        ("study.seed", seed),
+        ("study.studies_dir", str(studies_dir) if studies_dir else None),
+    ):
+        if value is not None:
+            items.append(f"{key}={json.dumps(value)}")
+    return items
+
+
+@app.command()
+def tune(
+    space: SpaceOption,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Study name.")] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL (default: embedded).")
+    ] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Trials in total.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to run.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Study seed.")] = None,
+    studies_dir: Annotated[
+        Path | None, typer.Option("--studies-dir", help="Where studies live (default studies/).")
+    ] = None,
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Worker processes, one fresh process per trial."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option("--gpus", help="One worker per listed GPU id, pinned to it: 0,1,2,3."),
+    ] = None,
+) -> None:
+    """Start or resume a study: k-fold trials with pruning, then a summary."""
+    from automl.search.tune import best_summary, run_tune
+
+    items = _tune_overrides(overrides, study_name, storage, n_trials, timeout, seed, studies_dir)
+    config = _run(lambda: load_config(space, items))
+    result = _run(lambda: run_tune(config, progress=progress, workers=workers, gpus=gpus))
+    from automl.search.storage import storage_url_for_display
+
+    counts = result.counts
+    typer.echo(f"study:    {config.study.name} ({'resumed' if result.resumed else 'new'})")
+    typer.echo(f"folder:   {result.paths.root}")
+    typer.echo(f"storage:  {storage_url_for_display(config.study.storage, result.paths)}")
+    typer.echo(
+        f"trials:   {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed ({result.ran} run now)"
+    )
+    best = best_summary(result.study)
+    if best is None:
+        typer.echo("best:     no completed trial yet")
+    else:
+        std = f" ± {best['cv_std']:.4f}" if best["cv_std"] is not None else ""
+        typer.echo(
+            f"best:     trial {best['trial']}, {config.study.metric} {best['value']:.4f}{std}"
+        )
+        typer.echo(f"params:   {json.dumps(best['params'], default=str)}")
+        if best["pareto"] is not None:
+            typer.echo(
+                f"pareto:   {best['pareto']} trial(s) on the {config.study.metric} vs latency "
+                f"front: automl show --study {config.study.name}"
+            )
+    typer.echo(
+        f"next:     automl dashboard --study {config.study.name}   |   "
+        f"automl ensemble --study {config.study.name}"
+    )
+
+
+@app.command()
+def validate(
+    space: SpaceOption,
+    overrides: SetOption = None,
+    samples: Annotated[int, typer.Option(help="Configurations to sample and print.")] = 3,
+) -> None:
+    """Check the file and the data, print parameters and sample configurations; no training."""
+    from automl.search.tune import prepare_splits
+
+    config = _run(lambda: load_config(space, list(overrides or [])))
+    splits = _run(lambda: prepare_splits(config))
+    typer.echo(
+        f"{space}: valid. Study '{config.study.name}', metric {config.study.metric} "
+        f"({config.study.direction}), sampler {config.study.sampler.name}, "
+        f"pruner {config.study.pruner.name}."
+    )
+    counts = dict(
+        zip(
+            splits.tuning.class_names, _counts(splits.tuning.labels, splits.n_classes), strict=True
+        )
+    )
+    typer.echo(
+        f"data:     {len(splits.tuning)} tuning images in {len(splits.folds)} folds, "
+        f"{len(splits.holdout) if splits.holdout is not None else 0} hold-out, "
+        f"{config.data.image_size} px; per class {counts}"
+    )
+    typer.echo("parameters:")
+    for name, dist in config.space.param_distributions().items():
+        typer.echo(f"  {name}: {_describe(dist)}")
+    sampler = optuna.samplers.RandomSampler(seed=config.study.seed)
+    study = optuna.create_study(sampler=sampler, direction=config.study.direction)
+    for i in range(samples):
+        trial = study.ask()
+        typer.echo(f"sample {i}: {json.dumps(config.space.suggest(trial), default=str)}")
+        study.tell(trial, 0.0)
+
+
+def _describe(dist: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"categorical {list(dist.choices)}"
+    kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+    extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
+    return f"{kind} [{dist.low}, {dist.high}]{extra}"
+
+
+def _counts(labels: Any, n: int) -> list[int]:
+    import numpy as np
+
+    return [int(c) for c in np.bincount(labels, minlength=n)]
+
+
+def _open(study: str, studies_dir: Path) -> tuple[Config, optuna.Study]:
+    from automl.search.storage import load_study
+
+    return _run(lambda: load_study(study, studies_dir))
+
+
+@app.command()
+def show(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    top: Annotated[int | None, typer.Option(help="Show only the best N completed.")] = None,
+) -> None:
+    """Leaderboard: trial, state, CV mean ± std, per-fold scores, params."""
+    from automl.search.storage import finished_counts, leaderboard_rows
+
+    config, optuna_study = _open(study, studies_dir)
+    rows = leaderboard_rows(optuna_study)
+    maximize = config.study.direction == "maximize"
+    rows.sort(
+        key=lambda r: (r["value"] is None, -(r["value"] or 0) if maximize else (r["value"] or 0))
+    )
+    if top is not None:
+        rows = [r for r in rows if r["state"] == "complete"][:top]
+    typer.echo(f"{'trial':>5}  {'state':<8}  {config.study.metric:>16}  {'folds':<30}  params")
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        if r["cv_std"] is not None and r["value"] is not None:
+            value += f" ± {r['cv_std']:.4f}"
+        folds = " ".join(f"{s:.3f}" for s in r["fold_scores"])
+        note = ""
+        if r["state"] == "pruned":
+            note = f" [pruned at step {r['pruned_at_step']}]"
+        elif r["state"] == "fail":
+            note = f" [{r['fail_reason']}]"
+        if config.study.latency_objective and r["latency_ms"] is not None:
+            note += f" [{r['latency_ms']:.1f} ms/image" + (
+                ", Pareto front]" if r["pareto"] else "]"
+            )
+        typer.echo(
+            f"{r['trial']:>5}  {r['state']:<8}  {value:>16}  {folds:<30}  "
+            f"{json.dumps(r['params'], default=str)}{note}"
+        )
+    counts = finished_counts(optuna_study)
+    typer.echo(
+        f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed, "
+        f"{counts['running']} running"
+    )
+
+
+@app.command()
+def ensemble(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="greedy (forward selection on out-of-fold scores) or top_k "
+            "(default: the file's ensemble.selection; --top alone implies top_k)."
+        ),
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option("--top", help="Trials in the ensemble (top_k selection).")
+    ] = None,
+    vote: Annotated[str | None, typer.Option(help="majority or soft.")] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also score test-time augmentation (flips).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Select trials out-of-fold; their fold models vote, scored on the hold-out."""
+    from automl.ensemble.build import run_ensemble
+    from automl.search.paths import paths_for
+
+    if vote is not None and vote not in ("majority", "soft"):
+        typer.echo(f"error: --vote must be majority or soft, got {vote!r}.", err=True)
+        raise typer.Exit(2)
+    if selection is not None and selection not in ("greedy", "top_k"):
+        typer.echo(f"error: --selection must be greedy or top_k, got {selection!r}.", err=True)
+        raise typer.Exit(2)
+    if selection == "greedy" and top is not None:
+        typer.echo(
+            "error: --top sets the size of a top_k ensemble; greedy selection sizes its own. "
+            "Drop --top or use --selection top_k.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if selection is None and top is not None:
+        selection = "top_k"  # `--top K` kept its meaning from before greedy selection existed
+    config, optuna_study = _open(study, studies_dir)
+    manifest = _run(
+        lambda: run_ensemble(
+            config,
+            optuna_study,
+            top_k=top,
+            vote_method=vote,
+            selection=selection,
+            tta=tta,
+            progress=progress,
+        )
+    )
+    for line in _ensemble_lines(manifest):
+        typer.echo(line)
+    if manifest.get("shortfall"):
+        typer.echo(f"note:     {manifest['shortfall']}")
+    holdout = manifest["holdout"]
+    chosen = manifest.get("threshold")
+    if chosen:
+        line = (
+            f"threshold: '{chosen['positive_class']}' at p >= {chosen['threshold']:.4f} for "
+            f"recall {chosen['target_recall']:g}: out-of-fold recall {chosen['recall']:.4f}, "
+            f"precision {chosen['precision']:.4f}"
+        )
+        at = (holdout or {}).get("at_threshold")
+        if at:
+            line += f"; hold-out recall {at['recall']:.4f}, precision {at['precision']:.4f}"
+        typer.echo(line)
+    out = paths_for(config).ensemble
+    typer.echo(
+        f"saved:    {out / 'ensemble.json'}"
+        + (f", {out / 'confusion_matrix.png'}" if holdout else "")
+    )
+
+
+def _ensemble_lines(manifest: dict[str, Any]) -> list[str]:
+    """Members with weights, the selection curve and the out-of-fold scores of ``ensemble``."""
+    members = manifest["members"]
+    chosen_by = manifest.get("selection", "top_k")
+    lines = [
+        f"ensemble: {len(members)} trials x folds = {manifest['n_models']} models "
+        f"({manifest.get('n_votes', manifest['n_models'])} votes), {manifest['vote']} vote, "
+        f"{chosen_by} selection from {manifest.get('library_size', len(members))} trials"
+    ]
+
+    def score(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines.append(f"members (trial x weight, CV and out-of-fold {manifest['metric']}):")
+    lines += [
+        f"  #{m['trial']} x{m.get('weight', 1):<4}CV {m['cv_value']:.4f}   "
+        f"out-of-fold {score(m.get('oof_score'))}"
+        for m in members
+    ]
+    curve = manifest.get("selection_curve") or []
+    if curve:
+        lines.append(
+            f"selection: out-of-fold {manifest['metric']} of the ensemble after each step"
+        )
+        lines += [
+            f"  step {step['step']:>2}: +trial {step['trial']:<6}{step['score']:.4f}"
+            for step in curve
+        ]
+    oof, single = manifest.get("out_of_fold"), manifest.get("out_of_fold_best_single_trial")
+    if oof:
+        lines.append("out-of-fold (what the selection saw; optimistic):")
+        lines += _score_table([("ensemble", oof)] + ([_best_row(single)] if single else []))
+    holdout = manifest.get("holdout")
+    if holdout:
+        lines.append(f"hold-out ({holdout['n_images']} images):")
+        rows = [("ensemble", holdout["ensemble"]), _best_row(holdout["best_single_trial"])]
+        if holdout.get("ensemble_tta"):
+            rows.append(("ensemble + TTA (flips)", holdout["ensemble_tta"]))
+        lines += _score_table(rows)
+    return lines
+
+
+def _best_row(scores: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return f"best trial #{scores['trial']}", scores
+
+
+def _score_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = [f"  {'':<22}{'accuracy':>10}{'balanced':>10}{'macro-F1':>10}"]
+    lines += [
+        f"  {label:<22}{s['accuracy']:>10.4f}{s['balanced_accuracy']:>10.4f}{s['macro_f1']:>10.4f}"
+        for label, s in rows
+    ]
+    return lines
+
+
+@app.command()
+def predict(
+    study: StudyOption,
+    input_path: Annotated[Path, typer.Option("--input", help="Image file or folder.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    studies_dir: StudiesDirOption = Path("studies"),
+    output_format: Annotated[str, typer.Option("--format", help="csv or kaggle.")] = "csv",
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flips.")] = False,
+    skip_unreadable: Annotated[
+        bool, typer.Option("--skip-unreadable", help="Skip unreadable images with a warning.")
+    ] = False,
+    positive_class: Annotated[
+        str | None, typer.Option(help="Binary tasks: the positive class.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Binary: label positive at p >= this (default: the ensemble's)."),
+    ] = None,
+    use_threshold: Annotated[
+        bool, typer.Option("--use-threshold/--no-threshold", help="Apply a decision threshold.")
+    ] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Predict images with the study's ensemble: CSV with probabilities, or a Kaggle file."""
+    from automl.ensemble.predict import run_predict
+
+    config, _ = _open(study, studies_dir)
+    result = _run(
+        lambda: run_predict(
+            config,
+            input_path,
+            out,
+            output_format=output_format,
+            tta=tta,
+            skip_unreadable=skip_unreadable,
+            positive_class=positive_class,
+            threshold=threshold,
+            use_threshold=use_threshold,
+            progress=progress,
+        )
+    )
+    typer.echo(
+        f"predicted {result.n_images} images with {result.n_models} models "
+        f"({'with' if tta else 'no'} TTA): {result.class_counts}"
+    )
+    if result.threshold is not None:
+        typer.echo(
+            f"threshold: '{result.threshold['positive_class']}' at p >= "
+            f"{float(result.threshold['threshold']):.4f}"
+        )
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} unreadable files", err=True)
+    typer.echo(f"saved:    {result.out.resolve()} ({output_format})")
+
+
+@app.command()
+def dashboard(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's own storage and artifacts (trial pictures)."""
+    import optuna_dashboard
+
+    from automl.search.artifacts import artifact_store
+    from automl.search.paths import artifacts_root
+    from automl.search.storage import open_storage
+
+    config, _ = _open(study, studies_dir)
+    storage = _run(lambda: open_storage(config))
+    typer.echo(
+        f"optuna-dashboard for study '{config.study.name}': http://{host}:{port}/dashboard "
+        "(Ctrl+C to stop)"
+    )
+    optuna_dashboard.run_server(
+        storage, host=host, port=port, artifact_store=artifact_store(artifacts_root(config))
+    )
+
+
+@app.command()
+def report(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    top: Annotated[int, typer.Option(help="Trials in the parallel-coordinates plot.")] = 10,
+) -> None:
+    """Write one self-contained HTML report (plots, leaderboard, ensemble) and print its path."""
+    from automl.report.html import build_report
+
+    config, optuna_study = _open(study, studies_dir)
+    path = _run(lambda: build_report(config, optuna_study, top=top))
+    typer.echo(f"report:   {path}")
+
+
+@app.command("export")
+def export_model(
+    study: StudyOption,
+    out: Annotated[Path, typer.Option("--out", help="Model file to write (.keras).")],
+    studies_dir: StudiesDirOption = Path("studies"),
+) -> None:
+    """Write the ensemble as one Keras model (fold models inside, averaging head)."""
+    from automl.ensemble.export_model import export_ensemble
+
+    config, _ = _open(study, studies_dir)
+    result = _run(lambda: export_ensemble(config, out))
+    typer.echo(
+        f"exported: {result.path.resolve()} ({result.n_models} fold models, "
+        f"{result.n_params:,} parameters, {result.size_bytes / 1e6:.1f} MB)"
+    )
+    typer.echo(
+        f"latency:  {result.latency_ms_per_image:.1f} ms per image on this machine (batch 1)"
+    )
+    typer.echo("load it:  keras.saving.load_model(path) - raw RGB 0-255 in, probabilities out")
+
+
+@app.command()
+def audit(
+    space: Annotated[
+        Path | None, typer.Option("--space", "-s", help="Search-space YAML file to audit.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Or: a folder of class folders (or images).")
+    ] = None,
+    data_format: Annotated[
+        str, typer.Option("--format", help="With --data: folder, csv or npz.")
+    ] = "folder",
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="With --data: pixels for array formats.")
+    ] = 96,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default studies/<name>/audit or audit/)."),
+    ] = None,
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Check the data before tuning: bad files, balance, duplicates, leakage, outliers."""
+    from automl.config.schema import apply_overrides, config_from_dict
+    from automl.data.audit.report import run_audit, summary_lines, write_reports
+
+    if (space is None) == (data is None):
+        typer.echo("error: give exactly one of --space FILE or --data PATH.", err=True)
+        raise typer.Exit(2)
+    if space is not None:
+        config = _run(lambda: load_config(space, list(overrides or [])))
+        folder = out or config.study.directory / "audit"
+    else:
+        raw = {"data": {"format": data_format, "path": str(data), "image_size": image_size}}
+        raw = _run(lambda: apply_overrides(raw, list(overrides or []), source="--data"))
+        config = _run(lambda: config_from_dict(raw, source="--data", default_name="audit"))
+        folder = out or Path("audit")
+    result = _run(lambda: run_audit(config.data, seed=config.study.seed, progress=progress))
+    paths = _run(lambda: write_reports(result, folder))
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"saved:      {paths['csv']}, {paths['json'].name}, {paths['html'].name}")
+
+
+@app.command()
+def worker(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="The study's storage URL (joins from another machine)."),
+    ] = None,
+    max_trials: Annotated[
+        int | None, typer.Option("--max-trials", help="Run at most this many trials, then exit.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Join an existing study as one worker: run its trials until it has n_trials."""
+    from automl.search.workers import load_worker_config, run_worker
+
+    config = _run(lambda: load_worker_config(study, studies_dir, storage))
+    ran = _run(lambda: run_worker(config, max_trials=max_trials, progress=progress))
+    typer.echo(f"worker:   {ran} trial(s) run for study '{config.study.name}'")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    if "--debug" not in sys.argv[1:]:
+        filter_stderr()  # TensorFlow's start-up lines; --debug shows everything
+    app()
+
+
+if __name__ == "__main__":
+    main()

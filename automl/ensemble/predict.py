@@ -1,0 +1,146 @@
+"""``automl predict``: the saved ensemble on new images -> a predictions CSV or a Kaggle file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automl.config.schema import Config
+from automl.data.readers import list_image_files, read_images
+from automl.ensemble.build import load_manifest, member_weights
+from automl.ensemble.outputs import kaggle_frame, predictions_frame
+from automl.ensemble.thresholds import apply_threshold
+from automl.ensemble.voting import Vote, vote
+from automl.errors import DataError
+from automl.files import write_frame_csv
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "kaggle")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What ``predict`` wrote."""
+
+    out: Path
+    n_images: int
+    n_models: int
+    class_counts: dict[str, int]
+    skipped: tuple[str, ...]
+    threshold: dict[str, Any] | None = None
+
+
+def _with_threshold(
+    result: Vote,
+    probabilities: np.ndarray,
+    names: list[str],
+    chosen: dict[str, Any],
+    weights: list[int] | None = None,
+) -> Vote:
+    if len(names) != 2:
+        raise DataError(
+            f"a decision threshold needs a binary task; this one has {len(names)} classes."
+        )
+    if chosen["positive_class"] not in names:
+        raise DataError(
+            f"positive class must be one of {names}, got {chosen['positive_class']!r}."
+        )
+    index = names.index(chosen["positive_class"])
+    labels = apply_threshold(result.probabilities[:, index], float(chosen["threshold"]), index)
+    agrees = probabilities.argmax(axis=-1) == labels[None, :]
+    # A model of weight w votes w times, as in voting.py.
+    votes = (
+        agrees.sum(axis=0) if weights is None else (agrees * np.asarray(weights)[:, None]).sum(0)
+    )
+    return Vote(
+        labels=labels, probabilities=result.probabilities, votes=votes, n_models=result.n_models
+    )
+
+
+def image_ids(paths: Sequence[Path], root: Path) -> list[str]:
+    """Ids as the training loaders make them: path relative to ``root``, no extension."""
+    if root.is_file():
+        return [root.stem]
+    return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+
+
+def run_predict(
+    config: Config,
+    input_path: Path,
+    out: Path,
+    *,
+    output_format: str = "csv",
+    tta: bool = False,
+    skip_unreadable: bool = False,
+    positive_class: str | None = None,
+    threshold: float | None = None,
+    use_threshold: bool = True,
+    progress: bool = False,
+) -> Prediction:
+    """Predict every image under ``input_path`` with the study's ensemble and write ``out``.
+
+    Binary tasks whose ensemble chose a decision threshold (``ensemble.target_recall``) label an
+    image positive when its mean positive probability reaches that threshold, unless
+    ``use_threshold`` is False; ``threshold`` sets one by hand.
+    """
+    from automl.nn.inference import predict_probabilities
+
+    if output_format not in FORMATS:
+        raise DataError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}.")
+    manifest = load_manifest(config)
+    input_path = input_path.expanduser().resolve()
+    if input_path.is_file():
+        paths = [input_path]
+    elif input_path.is_dir():
+        paths = list_image_files(input_path)
+    else:
+        raise DataError(f"--input {input_path}: no such file or folder; pass images or a folder.")
+    if not paths:
+        raise DataError(
+            f"--input {input_path}: no image files (.jpg, .png, .tif, ...) found; "
+            "check the folder."
+        )
+    images, failed = read_images(
+        paths,
+        int(manifest["image_size"]),
+        on_unreadable="skip" if skip_unreadable else "error",
+        progress=progress,
+    )
+    failed_set = {Path(p) for p in failed}
+    kept = [p for p in paths if p not in failed_set]
+    ids = image_ids(kept, input_path)
+    models = [Path(p) for member in manifest["members"] for p in member["models"]]
+    weights = member_weights(manifest)  # greedy selection's multiplicities; 1 in old manifests
+    probabilities = predict_probabilities(models, images, tta=tta, progress=progress)
+    result: Vote = vote(probabilities, manifest["vote"], weights)
+    names = manifest["class_names"]
+    chosen = (
+        manifest.get("threshold")
+        if threshold is None
+        else {
+            "threshold": threshold,
+            "positive_class": positive_class or config.ensemble.positive_class or names[-1],
+        }
+    )
+    if chosen is not None and use_threshold:
+        result = _with_threshold(result, probabilities, names, chosen, weights)
+    if output_format == "kaggle":
+        frame = kaggle_frame(ids, names, result, positive_class or config.ensemble.positive_class)
+    else:
+        frame = predictions_frame(ids, names, result)
+    write_frame_csv(out, frame)
+    counts = np.bincount(result.labels, minlength=len(names))
+    return Prediction(
+        threshold=None if chosen is None or not use_threshold else chosen,
+        out=out,
+        n_images=len(ids),
+        n_models=len(models),
+        class_counts={n: int(c) for n, c in zip(names, counts, strict=True)},
+        skipped=tuple(str(p) for p in failed),
+    )

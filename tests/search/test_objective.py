@@ -1,0 +1,160 @@
+"""The k-fold objective on real crops: step numbering, pruning inside fold 0, saved outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import make_folder_layout, write_study_yaml
+
+from automl.config.schema import load_config
+from automl.search.objective import Objective, TrialFailed, trial_seed
+from automl.search.paths import paths_for
+from automl.search.storage import create_or_load
+from automl.search.tune import prepare_splits
+
+
+@pytest.fixture(scope="module")
+def data_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder_layout(shared_data, tmp_path_factory.mktemp("cells"), per_class=8)
+
+
+def _setup(tmp_path: Path, data_root: Path, **kwargs):
+    config = load_config(
+        write_study_yaml(tmp_path / "s.yaml", data_root, tmp_path / "studies", **kwargs)
+    )
+    splits = prepare_splits(config)
+    study = create_or_load(config)
+    return config, splits, study, Objective(config, splits, paths_for(config).root)
+
+
+def test_steps_are_unique_per_fold_epoch_and_use_the_max_epochs_stride(
+    tmp_path: Path, data_root: Path
+) -> None:
+    # epochs is searched up to 3, so fold k reports at steps 3k, 3k+1, ... in every trial.
+    config, splits, study, objective = _setup(
+        tmp_path, data_root, n_trials=1, epochs="{type: int, low: 2, high: 3}"
+    )
+    study.enqueue_trial({"epochs": 2})
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [0, 1, 3, 4]
+    fold_scores = trial.user_attrs["fold_scores"]
+    assert len(fold_scores) == 2
+    assert trial.value == pytest.approx(np.mean(fold_scores), abs=1e-5)
+    assert trial.user_attrs["epochs_per_fold"] == [2, 2]
+    assert trial.user_attrs["n_params"] > 0
+    assert trial.user_attrs["model_size_mb"] > 0 and trial.user_attrs["latency_ms_per_image"] > 0
+    # The last report of each fold is that fold's final score.
+    assert trial.intermediate_values[1] == pytest.approx(fold_scores[0], abs=1e-5)
+    assert trial.intermediate_values[4] == pytest.approx(fold_scores[1], abs=1e-5)
+
+
+def test_outputs_cover_the_tuning_set_and_never_the_holdout(
+    tmp_path: Path, data_root: Path
+) -> None:
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=1)
+    study.optimize(objective, n_trials=1)
+    folder = Path(study.trials[0].user_attrs["trial_dir"])
+    assert sorted(p.name for p in folder.glob("*.keras")) == ["fold_0.keras", "fold_1.keras"]
+    with np.load(folder / "oof.npz") as oof:
+        ids = set(oof["ids"].tolist())
+        probabilities = oof["probabilities"]
+    assert ids == set(splits.tuning.ids.tolist())
+    assert splits.holdout is not None and ids.isdisjoint(splits.holdout.ids.tolist())
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)  # every sample scored once
+    history = json.loads((folder / "history.json").read_text())
+    assert [len(h) for h in history] == [2, 2]
+    assert {"loss", "val_loss", "val_metric"} <= set(history[0][0])
+
+
+DIGITS_STUDY = """
+study:
+  name: digits
+  seed: 3
+  sampler: {{name: random}}
+  pruner: {{name: median, n_startup_trials: 1, n_warmup_steps: 0}}
+  studies_dir: {studies}
+data: {{format: digits, image_size: 16, n_folds: 2, holdout_fraction: 0.2}}
+space:
+  backbone: {{name: custom_cnn, blocks: 2, filters: 8}}
+  head: {{layers: 0}}
+  learning_rate: {{type: float, low: 1.0e-7, high: 1.0e-2, log: true}}
+  batch_size: 32
+  epochs: 3
+"""
+
+
+def test_a_clearly_bad_trial_is_pruned_inside_its_first_fold(tmp_path: Path) -> None:
+    # The study's median pruner, a good trial first, then one whose learning rate cannot move
+    # it from chance: it must stop at its first report, in fold 0, and leave no models.
+    (tmp_path / "d.yaml").write_text(DIGITS_STUDY.format(studies=tmp_path / "studies"))
+    config = load_config(tmp_path / "d.yaml")
+    splits = prepare_splits(config)
+    study = create_or_load(config)
+    objective = Objective(config, splits, paths_for(config).root)
+    study.enqueue_trial({"learning_rate": 3.0e-3})
+    study.enqueue_trial({"learning_rate": 1.0e-7})
+    study.optimize(objective, n_trials=2)
+    good, bad = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.5
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert bad.user_attrs["pruned_at_step"] == 0 and bad.user_attrs["pruned_in_fold"] == 0
+    assert list(bad.intermediate_values) == [0]
+    assert bad.intermediate_values[0] < good.intermediate_values[0]
+    assert not Path(bad.user_attrs["trial_dir"]).exists()  # pruned trials leave no models
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on(tmp_path: Path, data_root: Path) -> None:
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=2)
+    study.enqueue_trial({"learning_rate": 1.0e-2})
+    original = objective.config.space.suggest
+
+    def explode(trial):  # an absurd learning rate for the first trial only
+        params = original(trial)
+        if trial.number == 0:
+            params["learning_rate"] = 1.0e36
+            params["optimizer"] = {"name": "sgd", "momentum": 0.99, "nesterov": False}
+        return params
+
+    object.__setattr__(objective.config.space, "suggest", explode)
+    study.optimize(objective, n_trials=2, catch=(TrialFailed,))
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert "NaN" in study.trials[0].user_attrs["fail_reason"]
+    assert states[1] == optuna.trial.TrialState.COMPLETE
+
+
+def test_trial_seeds_are_derived_and_distinct() -> None:
+    seeds = {trial_seed(42, n) for n in range(1000)}
+    assert len(seeds) == 1000
+    assert trial_seed(42, 3) == trial_seed(42, 3) != trial_seed(43, 3)
+
+
+def test_pictures_and_notes_that_cannot_be_saved_are_named_in_the_trial(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk under the artifact store must not fail the trial, nor go unnoticed.
+    import optuna_dashboard
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", disk_full)
+    monkeypatch.setattr(optuna_dashboard, "save_note", disk_full)
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=1)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    missing = trial.user_attrs["missing_artifacts"]
+    assert set(missing) == {
+        "learning_curves.png",
+        "oof_confusion_matrix.png",
+        "augmentation_preview.png",
+    }
+    assert all("No space left on device" in reason for reason in missing.values())
+    assert "No space left on device" in trial.user_attrs["missing_note"]

@@ -1,0 +1,375 @@
+"""Scale-out and crash safety with real processes on the embedded journal storage.
+
+Worker processes are real (``python -m automl.cli worker`` started by the supervisor, or small
+Optuna scripts against automl's storage), and so are the faults: ``kill -9`` of one worker in
+the middle of a trial, and of a whole ``tune`` process group. Heartbeats are 1 s with a 3 s
+grace period so that dead trials are noticed quickly. CPU workers stand in for GPUs: ``--gpus``
+with made-up ids checks the pinning (``CUDA_VISIBLE_DEVICES``) and the scheduling only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import make_folder_layout, write_study_yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from automl.cli.main import app
+from automl.config.schema import load_config
+from automl.errors import ConfigError
+from automl.search.attrs import DEVICES_ATTR, RETRY_OF, WORKER_ATTR
+from automl.search.heartbeat import fail_stale_trials
+from automl.search.paths import paths_for
+from automl.search.storage import create_or_load, leaderboard_rows, load_study
+from automl.search.workers import Slot, plan_slots
+
+runner = CliRunner()
+
+FAST_HEARTBEAT = "  heartbeat_interval: 1\n  grace_period: 3\n"
+
+# A worker that runs trivial trials against automl's storage for a study file: "quick" trials
+# return at once, a "hang" trial prints its number and sleeps until killed.
+STORAGE_WORKER = textwrap.dedent(
+    """
+    import sys, time, optuna
+    from automl.config.schema import load_config
+    from automl.search.storage import open_storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = load_config(sys.argv[1])
+    mode, n_trials = sys.argv[2], int(sys.argv[3])
+    study = optuna.load_study(study_name=config.study.name, storage=open_storage(config))
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("pid", __import__("os").getpid())
+        if mode == "hang":
+            print("running", trial.number, flush=True)
+            time.sleep(600)
+        time.sleep(0.01)
+        return x
+    study.optimize(objective, n_trials=n_trials)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def data_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder_layout(shared_data, tmp_path_factory.mktemp("cells"), per_class=8)
+
+
+def study_file(tmp_path: Path, data_root: Path, *, storage: str | None = None, **kwargs) -> Path:
+    """The tiny real-image study of conftest, with fast heartbeats (and a storage URL)."""
+    path = write_study_yaml(tmp_path / "cells.yaml", data_root, tmp_path / "studies", **kwargs)
+    extra = FAST_HEARTBEAT + (f"  storage: {storage}\n" if storage else "")
+    path.write_text(path.read_text().replace("  studies_dir:", extra + "  studies_dir:", 1))
+    return path
+
+
+def start_storage_worker(space: Path, mode: str, n_trials: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", STORAGE_WORKER, str(space), mode, str(n_trials)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_storage_workers(space: Path, n_workers: int, n_each: int) -> optuna.Study:
+    """``n_workers`` processes, ``n_each`` trials each, all at once; return the study."""
+    config = load_config(space)
+    study = create_or_load(config)
+    workers = [start_storage_worker(space, "quick", n_each) for _ in range(n_workers)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=180)
+        assert worker.returncode == 0, err
+        assert "lock" not in err.lower() and "Traceback" not in err, err
+    return study
+
+
+def assert_no_lost_or_duplicated(study: optuna.Study, expected: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(expected))
+    assert len({t._trial_id for t in trials}) == expected
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) > 1  # the processes really shared it
+
+
+def kill_and_retry(space: Path) -> tuple[optuna.Study, int]:
+    """Kill -9 a worker in its trial; the sweep fails the trial after the grace period only."""
+    config = load_config(space)
+    study = create_or_load(config)
+    hanging = start_storage_worker(space, "hang", 1)
+    assert hanging.stdout is not None
+    number = int(hanging.stdout.readline().split()[1])
+    time.sleep(config.study.grace_period + 1)  # alive and beating: never stale
+    fail_stale_trials(study)
+    assert study.trials[number].state == TrialState.RUNNING
+    hanging.kill()
+    hanging.wait()
+    deadline = time.monotonic() + 20
+    while study.trials[number].state == TrialState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.5)
+        fail_stale_trials(study)
+    return study, number
+
+
+def test_journal_heartbeat_fails_a_killed_workers_trial_and_retries_its_parameters(
+    tmp_path: Path, data_root: Path
+) -> None:
+    space = study_file(tmp_path, data_root)
+    study, number = kill_and_retry(space)
+    dead = study.trials[number]
+    assert dead.state == TrialState.FAIL
+    assert "automl:heartbeat" in dead.system_attrs
+    retry = study.trials[number + 1]
+    assert retry.state == TrialState.WAITING
+    assert retry.params == dead.params
+    assert retry.user_attrs[RETRY_OF] == number
+    with warnings.catch_warnings():  # Optuna marks the helper experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry)
+    assert original == number
+    fail_stale_trials(study)  # a second sweep finds nothing more to retry
+    assert len(study.trials) == number + 2
+    quick = start_storage_worker(space, "quick", 1)
+    assert quick.wait(timeout=60) == 0
+    retried = study.trials[number + 1]
+    assert retried.state == TrialState.COMPLETE and retried.value == dead.params["x"]
+    reasons = {r["trial"]: r["fail_reason"] for r in leaderboard_rows(study)}
+    assert reasons[number] == f"its worker stopped (no heartbeat); retried as trial {number + 1}"
+
+
+def test_four_processes_share_the_journal_without_lost_or_duplicated_trials(
+    tmp_path: Path, data_root: Path
+) -> None:
+    study = run_storage_workers(study_file(tmp_path, data_root), n_workers=4, n_each=20)
+    assert_no_lost_or_duplicated(study, 80)
+
+
+def test_worker_slots_and_their_errors() -> None:
+    assert plan_slots(None, None) == []
+    assert plan_slots(2, None) == [Slot(0), Slot(1)]
+    assert plan_slots(None, "0,1") == [Slot(0, "0"), Slot(1, "1")]
+    assert [s.gpu for s in plan_slots(4, "0,0,1,1")] == ["0", "0", "1", "1"]
+    with pytest.raises(ConfigError, match="--workers must be 1 or more"):
+        plan_slots(0, None)
+    with pytest.raises(ConfigError, match="--gpus must be GPU ids"):
+        plan_slots(None, "0,x")
+    with pytest.raises(ConfigError, match="repeat GPU ids"):
+        plan_slots(3, "0,1")
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, data_root: Path) -> None:
+    space = study_file(tmp_path, data_root)
+    bad = runner.invoke(app, ["tune", "--space", str(space), "--gpus", "0,gpu1", "--no-progress"])
+    assert bad.exit_code == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "--gpus must be GPU ids" in bad.stderr
+    assert not (tmp_path / "studies").exists()  # refused before anything was written
+    missing = runner.invoke(app, ["worker", "--study", "nope", "--studies-dir", str(tmp_path)])
+    assert missing.exit_code == 2
+    assert "--study nope: no study at" in missing.stderr and "--storage" in missing.stderr
+
+
+def test_heartbeat_settings_are_checked(tmp_path: Path, data_root: Path) -> None:
+    space = study_file(tmp_path, data_root)
+    with pytest.raises(ConfigError, match="grace_period=1 must be longer than"):
+        load_config(space, ["study.grace_period=1"])
+    with pytest.raises(ConfigError, match="study.heartbeat_interval must be an integer"):
+        load_config(space, ["study.heartbeat_interval=0.5"])
+    config = load_config(space, ["study.artifacts_dir=shared", "study.max_retries=0"])
+    assert config.study.artifacts_directory == Path("shared").resolve()
+    assert config.study.max_retries == 0 and config.study.heartbeat_interval == 1
+
+
+def test_out_of_memory_retries_once_with_half_the_batch_size(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tensorflow as tf
+
+    import automl.search.objective
+    from automl.search.objective import Objective, TrialFailed
+    from automl.search.tune import prepare_splits
+
+    config = load_config(study_file(tmp_path, data_root, n_trials=2, epochs="1"))
+    splits = prepare_splits(config)
+    study = create_or_load(config)
+    build_model = automl.search.objective.build_model
+    limit = {"batch_size": 4}  # "GPU memory" for at most 4 images per batch
+
+    def model_that_runs_out_of_memory(*args, **kwargs):
+        # The error comes from inside the compiled training step, where TensorFlow raises it
+        # on a real GPU: a py_function raising MemoryError surfaces as ResourceExhaustedError.
+        model = build_model(*args, **kwargs)
+        train_step = model.train_step
+
+        def check(batch: tf.Tensor) -> tf.Tensor:
+            if int(batch) > limit["batch_size"]:
+                raise MemoryError(f"OOM when allocating a tensor for a batch of {int(batch)}")
+            return batch
+
+        def step(data):
+            tf.py_function(check, [tf.shape(data[0])[0]], tf.int32)
+            return train_step(data)
+
+        model.train_step = step
+        return model
+
+    monkeypatch.setattr(automl.search.objective, "build_model", model_that_runs_out_of_memory)
+    objective = Objective(config, splits, paths_for(config).root)
+    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    first = study.trials[0]
+    assert first.state == TrialState.COMPLETE
+    assert first.user_attrs["oom_retry"] == (
+        "out of memory at batch_size=8; retried once at batch_size=4"
+    )
+    assert first.user_attrs["batch_size_used"] == 4
+    assert len(first.user_attrs["fold_scores"]) == 2
+
+    limit["batch_size"] = 2  # now half the batch does not fit either: the trial fails
+    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    second = study.trials[1]
+    assert second.state == TrialState.FAIL
+    assert second.user_attrs["fail_reason"].startswith(
+        "out of memory at batch_size=8 and again at batch_size=4"
+    )
+    assert not Path(second.user_attrs["trial_dir"]).exists()
+
+
+def _tune_process(space: Path, *args: str) -> subprocess.Popen[str]:
+    """``automl tune`` in its own process group, so that the whole group can be killed."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "automl.cli", "tune", "--space", str(space), "--no-progress"]
+        + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout: float, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"tune exited early ({process.returncode}):\n{out}\n{err[-3000:]}")
+        assert time.monotonic() < deadline, "timed out waiting for the study"
+        time.sleep(0.1)
+
+
+def _trials(studies: Path) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return load_study("cells", studies)[1].get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - the study is not created yet
+        return []
+
+
+def _assert_complete_and_nothing_lost(studies: Path, n_trials: int) -> list:
+    config, study = load_study("cells", studies)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n_trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for t in complete:  # every completed trial has all its fold models
+        folder = paths_for(config).trials / f"{t.number:05d}"
+        assert sorted(p.name for p in folder.glob("fold_*")) == ["fold_0.keras", "fold_1.keras"]
+        assert (folder / "oof.npz").is_file()
+    for t in trials:
+        if t.state == TrialState.FAIL:  # each dead trial was retried exactly once
+            assert [r.user_attrs.get(RETRY_OF) for r in trials].count(t.number) == 1
+    return trials
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_gpu_pinned_worker_mid_trial_is_retried_with_its_finished_folds(
+    tmp_path: Path, data_root: Path
+) -> None:
+    space = study_file(tmp_path, data_root, n_trials=3, epochs="4")
+    studies = tmp_path / "studies"
+    folder = studies / "cells" / "trials"
+    tune = _tune_process(space, "--gpus", "0,1")
+
+    def a_trial_finished_its_first_fold() -> bool:
+        return any((folder / f"{t.number:05d}" / "fold_0.npz").is_file() for t in running())
+
+    def running() -> list:
+        return [t for t in _trials(studies) if t.state == TrialState.RUNNING]
+
+    _wait_for(a_trial_finished_its_first_fold, 180, tune)
+    victim = next(t for t in running() if (folder / f"{t.number:05d}" / "fold_0.npz").is_file())
+    os.kill(int(victim.user_attrs[WORKER_ATTR].split(":")[1]), signal.SIGKILL)
+    out, err = tune.communicate(timeout=300)
+    assert tune.returncode == 0, err[-3000:]
+    assert "3 complete, 0 pruned, 1 failed" in out
+
+    trials = _assert_complete_and_nothing_lost(studies, 3)
+    assert trials[victim.number].state == TrialState.FAIL
+    retry = next(t for t in trials if t.user_attrs.get(RETRY_OF) == victim.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs["reused_folds"] == [0]  # fold 0 was not trained again
+    assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    assert not (folder / f"{victim.number:05d}").exists()
+    # One fresh process per trial, each pinned to one of the two "GPUs"; two trials that ran
+    # at the same time were on different GPUs.
+    ran = [t for t in trials if WORKER_ATTR in t.user_attrs]
+    assert len({t.user_attrs[WORKER_ATTR] for t in ran}) == len(ran) == 4
+    assert {t.user_attrs[DEVICES_ATTR] for t in ran} == {"0", "1"}
+    for a in ran:
+        for b in ran:
+            end_a = a.datetime_complete or a.datetime_start
+            end_b = b.datetime_complete or b.datetime_start
+            if a.number < b.number and a.datetime_start < end_b and b.datetime_start < end_a:
+                assert a.user_attrs[DEVICES_ATTR] != b.user_attrs[DEVICES_ATTR]
+
+    ensembled = runner.invoke(
+        app,
+        [
+            "ensemble",
+            "--study",
+            "cells",
+            "--studies-dir",
+            str(studies),
+            "--top",
+            "2",
+            "--no-progress",
+        ],
+    )
+    assert ensembled.exit_code == 0, ensembled.output
+    assert "2 trials x folds = 4 models" in ensembled.stdout
+
+
+@pytest.mark.slow
+def test_killing_and_restarting_the_whole_tune_command_resumes_the_study(
+    tmp_path: Path, data_root: Path
+) -> None:
+    space = study_file(tmp_path, data_root, n_trials=3, epochs="2")
+    studies = tmp_path / "studies"
+    tune = _tune_process(space, "--workers", "2")
+
+    def one_complete_one_running() -> bool:
+        states = [t.state for t in _trials(studies)]
+        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+    _wait_for(one_complete_one_running, 180, tune)
+    os.killpg(tune.pid, signal.SIGKILL)  # the supervisor and its workers
+    tune.communicate()
+    interrupted = [t.number for t in _trials(studies) if t.state == TrialState.RUNNING]
+    assert interrupted
+
+    again = _tune_process(space, "--workers", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert "cells (resumed)" in out
+    trials = _assert_complete_and_nothing_lost(studies, 3)
+    for number in interrupted:
+        assert trials[number].state == TrialState.FAIL
+    assert f"{len(interrupted)} failed" in out
