@@ -3,8 +3,8 @@
 ``automl audit`` proposes, for every image, its few nearest neighbours by three histograms
 (colour, gray tones, gray tones of the central disc) as candidate copies. scikit-learn's
 ``NearestNeighbors`` on these (24-32 dimensions) falls back to brute force: all pairs. The audit
-now uses random-projection trees (``automl/neighbours.py``). This script fingerprints 68,000
-real images once (in memory: all of ``chula_rbc12``, ``bccd_wbc_aug``, ``bccd_cells3`` and
+now uses random-projection trees (``automl/data/audit/neighbours.py``). This script fingerprints
+68,000 real images once (in memory: all of ``chula_rbc12``, ``bccd_wbc_aug``, ``bccd_cells3`` and
 ``bccd_wbc_crops``, plus rotated, flipped and resized variants of the chula crops to make up the
 number), then times, on a random 17,000 of them and on all 68,000:
 
@@ -87,8 +87,8 @@ def main() -> None:
     args = parser.parse_args()
     small, large = (2000, 8000) if args.quick else (17000, 68000)
 
-    from automl.audit import AuditOptions, _neighbour_candidates
-    from automl.hashing import compute_features
+    from automl.data.audit.checks import AuditOptions, _neighbour_candidates
+    from automl.data.audit.fingerprints import compute_features
 
     picked = sources(large)
     started = time.perf_counter()

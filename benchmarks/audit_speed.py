@@ -59,8 +59,8 @@ def build(folder: Path, n: int) -> int:
 
 def audit(folder: Path) -> None:
     """Child process: audit ``folder`` and print one JSON line with time and peak memory."""
-    from automl.audit_report import run_audit
-    from automl.config import config_from_dict
+    from automl.config.schema import config_from_dict
+    from automl.data.audit.report import run_audit
 
     config = config_from_dict({"data": {"format": "folder", "path": str(folder)}})
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """What each augmentation and backbone of the training recipe costs per epoch on this machine.
 
 Real red-cell crops of ``chula_rbc12`` (a seeded random sample, 48 px, as the model-quality
-benchmark trains them) go through ``automl.pipeline.make_dataset(training=True)`` and
+benchmark trains them) go through ``automl.nn.pipeline.make_dataset(training=True)`` and
 ``model.fit`` exactly as in a trial. Each setting changes one thing against the baseline (the
 hand-tuned custom CNN, no augmentation) and reports:
 
@@ -84,10 +84,10 @@ def run_one(spec: dict[str, Any]) -> None:
     import numpy as np
     import optuna
 
-    from automl.models import build_model
-    from automl.pipeline import make_dataset
-    from automl.schedules import WeightAveraging, training_callbacks
-    from automl.space import parse_space
+    from automl.config.space import parse_space
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
+    from automl.nn.schedules import WeightAveraging, training_callbacks
 
     images, labels = sample_images(spec["n_images"], spec["seed"])
     raw = {

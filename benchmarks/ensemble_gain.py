@@ -38,8 +38,8 @@ RETRAIN_SEEDS = (0, 1, 2)
 
 def tune_study(work: Path, size: dict[str, int], n_trials: int, seed: int) -> Path:
     """Tune an unpruned study over the benchmark data; return its folder."""
-    from automl.config import config_from_dict
-    from automl.tune import run_tune
+    from automl.config.schema import config_from_dict
+    from automl.search.tune import run_tune
 
     train, test = common.wbc_subset(work / "data", size["per_class"], size["test_per_class"], seed)
     config = config_from_dict(
@@ -62,8 +62,8 @@ def tune_study(work: Path, size: dict[str, int], n_trials: int, seed: int) -> Pa
 
 def score(labels: np.ndarray, probabilities: np.ndarray, names: tuple[str, ...]) -> dict:
     """Majority-vote accuracy and macro-F1 (and soft-vote accuracy) of stacked probabilities."""
+    from automl.ensemble.voting import vote
     from automl.metrics import classification_report
-    from automl.voting import vote
 
     majority = vote(probabilities, "majority")
     soft = vote(probabilities, "soft")
@@ -79,8 +79,8 @@ def retrain_on_all(params: dict, splits, image_size: int, seed: int) -> np.ndarr
     """Hold-out probabilities of the best parameters trained on every tuning image."""
     import keras
 
-    from automl.models import build_model
-    from automl.pipeline import make_dataset
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
 
     tuning, holdout = splits.tuning, splits.holdout
     keras.backend.clear_session()
@@ -111,10 +111,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from automl.ensemble import select_members
-    from automl.inference import predict_probabilities
-    from automl.study import load_study, trial_folder
-    from automl.tune import prepare_splits
+    from automl.ensemble.build import select_members
+    from automl.nn.inference import predict_probabilities
+    from automl.search.paths import trial_folder
+    from automl.search.storage import load_study
+    from automl.search.tune import prepare_splits
 
     with tempfile.TemporaryDirectory(prefix="automl_ensemble_bench_") as tmp:
         if args.reuse_study is not None:

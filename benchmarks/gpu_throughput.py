@@ -1,10 +1,10 @@
 """Training images/s of ConvNeXt-Tiny and EfficientNetV2-B0 at 96 px, and how busy the GPU is.
 
 For each backbone, with mixed precision off and on, two input sources feed the same
-``automl.models.build_model`` classifier (random init: the GPU machines have no internet, and
+``automl.nn.models.build_model`` classifier (random init: the GPU machines have no internet, and
 weights do not change the speed):
 
-- ``pipeline``: automl's real input pipeline (``automl.pipeline.make_dataset``, training mode
+- ``pipeline``: automl's real input pipeline (``automl.nn.pipeline.make_dataset``, training mode
   with flips) over real bccd_wbc_aug JPEGs decoded once to a uint8 array — what a trial runs;
 - ``synthetic``: one batch of the same images held as a tensor and repeated — no decoding,
   gathering or augmentation: the accelerator's ceiling for this model.
@@ -94,10 +94,10 @@ def run_one(backbone: str, mixed: bool, source: str, args: argparse.Namespace) -
     import tensorflow as tf
 
     import automl
-    from automl.data import read_source
-    from automl.models import build_model
-    from automl.pipeline import make_dataset
-    from automl.trial import configure_device
+    from automl.data.readers import read_source
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
+    from automl.search.objective import configure_device
 
     device = configure_device("on" if mixed else "off")
     train, _ = common.wbc_subset(Path(args.work) / "data", args.per_class, 0)
@@ -156,7 +156,7 @@ def run_one(backbone: str, mixed: bool, source: str, args: argparse.Namespace) -
 
 def scheduling(args: argparse.Namespace) -> dict:
     """``automl tune --gpus``: one worker per GPU; which devices each trial saw."""
-    from automl.study import load_study
+    from automl.search.storage import load_study
 
     name = common.gpu_name()
     gpus = ",".join(str(i) for i in range(_gpu_count())) if name else None

@@ -2,7 +2,7 @@
 
 The same real blood-cell files (``common.wbc_subset``: the TRAIN subset of the other benchmarks,
 160x120 JPEGs) are trained on twice with the same model (the hand-tuned custom CNN of
-``common.hand_tuned_space``, built by ``automl.models.build_model`` with the same seed):
+``common.hand_tuned_space``, built by ``automl.nn.models.build_model`` with the same seed):
 
 - **automl**: what a trial does. ``read_source`` decodes every file once (threads, no cache)
   into a uint8 array; ``make_dataset(training=True)`` shuffles indices, gathers uint8 batches,
@@ -98,11 +98,11 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     import tensorflow as tf
 
-    from automl.config import config_from_dict
-    from automl.data import read_source
-    from automl.models import build_model
-    from automl.pipeline import make_dataset
-    from automl.trial import configure_device
+    from automl.config.schema import config_from_dict
+    from automl.data.readers import read_source
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
+    from automl.search.objective import configure_device
 
     size, epochs, seed = spec["size"], spec["epochs"], spec["seed"]
     image_size = size["image_size"]

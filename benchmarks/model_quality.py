@@ -147,7 +147,7 @@ def new_space(epochs: int) -> dict[str, Any]:
 
 def make_config(arm: str, seed: int, work: Path, size: dict[str, Any], **ensemble: Any):
     """The automl configuration of an arm (``greedy`` is arm 3's study)."""
-    from automl.config import config_from_dict
+    from automl.config.schema import config_from_dict
 
     space = {"floor": common.hand_tuned_space, "old": old_space}.get(arm, new_space)
     pruner = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 3}
@@ -185,7 +185,7 @@ def holdout_record(config, splits, predicted: np.ndarray | None = None) -> dict[
     """Hold-out labels and predictions (default: the ensemble ``run_ensemble`` just wrote)."""
     import pandas as pd
 
-    from automl.study import paths_for
+    from automl.search.paths import paths_for
 
     ids = [str(i) for i in splits.holdout.ids]
     if predicted is None:
@@ -206,9 +206,10 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
     """floor, old, new: trials until the epoch budget is spent, then the top-K ensemble."""
     import optuna
 
-    from automl.ensemble import run_ensemble
-    from automl.study import create_or_load, paths_for
-    from automl.tune import optimize, prepare_splits
+    from automl.ensemble.build import run_ensemble
+    from automl.search.paths import paths_for
+    from automl.search.storage import create_or_load
+    from automl.search.tune import optimize, prepare_splits
 
     config = make_config(arm, seed, work, size, top_k=1 if arm == "floor" else TOP_K)
     shutil.rmtree(paths_for(config).root, ignore_errors=True)  # a rerun starts afresh
@@ -247,9 +248,9 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
 
 def run_greedy(seed: int, work: Path, size: dict[str, Any]) -> dict:
     """Arm 3's study, only the ensemble step again, with greedy selection."""
-    from automl.ensemble import run_ensemble
-    from automl.study import create_or_load
-    from automl.tune import prepare_splits
+    from automl.ensemble.build import run_ensemble
+    from automl.search.storage import create_or_load
+    from automl.search.tune import prepare_splits
 
     config = make_config("greedy", seed, work, size, selection="greedy")
     splits = prepare_splits(config)
@@ -269,7 +270,7 @@ def fold_callbacks(params: dict, val: Any, y_val: Any, steps: int, scores: list)
     """automl's callbacks of one fold's fit (``schedules.py``), scoring validation like it."""
     import keras
 
-    from automl.schedules import VAL_METRIC_LOG, WeightAveraging, training_callbacks
+    from automl.nn.schedules import VAL_METRIC_LOG, WeightAveraging, training_callbacks
 
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -292,10 +293,10 @@ def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> 
     import keras_tuner as kt
     from search_efficiency import _HpAsOptunaTrial
 
-    from automl.models import build_model
-    from automl.pipeline import make_dataset
-    from automl.schedules import StepLearningRate
-    from automl.tune import prepare_splits
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
+    from automl.nn.schedules import StepLearningRate
+    from automl.search.tune import prepare_splits
 
     config = make_config("new", seed, work, size)
     splits = prepare_splits(config)
@@ -410,9 +411,10 @@ def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> 
 
 def run_curves(seed: int, work: Path, size: dict[str, Any], best_params: dict) -> dict:
     """Arm 3's best configuration on fold 0: as drawn, and constant rate without warm-up/EMA."""
-    from automl.splits import Splits
-    from automl.study import create_or_load, paths_for, trial_folder
-    from automl.tune import optimize, prepare_splits
+    from automl.data.splits import Splits
+    from automl.search.paths import paths_for, trial_folder
+    from automl.search.storage import create_or_load
+    from automl.search.tune import optimize, prepare_splits
 
     config = make_config("curves", seed, work, size)
     shutil.rmtree(paths_for(config).root, ignore_errors=True)

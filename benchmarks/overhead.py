@@ -2,12 +2,14 @@
 
 Both sides train the hand-tuned custom CNN (``common.hand_tuned_space``; flips on) on the same
 fold of the same real blood-cell subset (``common.wbc_subset``; the study's first grouped fold
-from ``automl.tune.prepare_splits``), with the same Keras seed and the same number of epochs.
+from ``automl.search.tune.prepare_splits``), with the same Keras seed and the same number of
+epochs.
 
 - **automl**: what ``automl tune`` does for a trial. The study is created as ``run_tune`` does
   (``create_or_load`` with its journal storage, resolved configuration and splits saved, pruner
-  ``none``), then ``automl.tune.optimize`` runs one trial of the k-fold ``Objective`` on splits
-  cut to the first fold. Timed: that ``optimize`` call, i.e. everything automl does per trial:
+  ``none``), then ``automl.search.tune.optimize`` runs one trial of the k-fold ``Objective`` on
+  splits cut to the first fold. Timed: that ``optimize`` call, i.e. everything automl does per
+  trial:
   the ``tf.data`` pipeline, per-epoch validation predictions and reports to Optuna, saving the
   fold model, out-of-fold probabilities and history, the latency measurement, the dashboard
   pictures and note, the storage writes. Creating the study is once per study, not per trial,
@@ -53,8 +55,8 @@ SIDES = ("automl", "plain")
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Child process: one side, twice (first and warm); return its wall times and accuracy."""
-    # All imported before the clock starts (automl.trial brings matplotlib for the trial's
-    # pictures): a study pays its imports once, not per trial.
+    # All imported before the clock starts (automl.search.objective brings matplotlib for the
+    # trial's pictures): a study pays its imports once, not per trial.
     import keras  # noqa: F401  (imported before the clock, used by plain_fit)
     import numpy as np  # noqa: F401
     import optuna
@@ -62,12 +64,13 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from automl.config import config_from_dict
-    from automl.export import atomic_write_text
-    from automl.models import build_model  # noqa: F401
-    from automl.study import create_or_load, paths_for, publish_config
-    from automl.trial import configure_device, trial_seed
-    from automl.tune import log_trial, optimize, prepare_splits
+    from automl.config.schema import config_from_dict
+    from automl.files import atomic_write_text
+    from automl.nn.models import build_model  # noqa: F401
+    from automl.search.objective import configure_device, trial_seed
+    from automl.search.paths import paths_for
+    from automl.search.storage import create_or_load, publish_config
+    from automl.search.tune import log_trial, optimize, prepare_splits
 
     size, seed, side = spec["size"], spec["seed"], spec["side"]
     config = config_from_dict(
@@ -151,7 +154,7 @@ def plain_fit(config, params, one_fold, *, model_seed, out) -> tuple[float, floa
     import numpy as np
     import tensorflow as tf
 
-    from automl.models import build_model
+    from automl.nn.models import build_model
 
     tuning, n_classes = one_fold.tuning, one_fold.n_classes
     train_idx, val_idx = one_fold.folds[0]

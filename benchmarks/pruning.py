@@ -39,9 +39,9 @@ def run_study(
     """Tune ``n_trials`` trials, build the top-5 ensemble; return the study's figures."""
     import optuna
 
-    from automl.config import config_from_dict
-    from automl.ensemble import run_ensemble
-    from automl.tune import run_tune
+    from automl.config.schema import config_from_dict
+    from automl.ensemble.build import run_ensemble
+    from automl.search.tune import run_tune
 
     train, test = work / "data" / "train", work / "data" / "test"
     config = config_from_dict(

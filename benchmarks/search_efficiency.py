@@ -58,7 +58,7 @@ RESULT_PREFIX = "RESULT "
 
 
 def _config(method: str, seed: int, work: Path, size: dict[str, int], budget: float):
-    from automl.config import config_from_dict
+    from automl.config.schema import config_from_dict
 
     if method == "floor":
         space, sampler, pruner, n_trials = common.hand_tuned_space(size["epochs"]), None, None, 1
@@ -84,7 +84,7 @@ def _config(method: str, seed: int, work: Path, size: dict[str, int], budget: fl
 
 def _fixed_splits(work: Path, size: dict[str, int]):
     """The folds every tool and seed uses: those of the seed-0 configuration."""
-    from automl.tune import prepare_splits
+    from automl.search.tune import prepare_splits
 
     return prepare_splits(_config("automl", 0, work, size, budget=1.0))
 
@@ -95,8 +95,8 @@ def run_optuna(
     """automl, Optuna random or the floor: automl's own k-fold objective on the fixed folds."""
     import optuna
 
-    from automl.study import create_or_load
-    from automl.tune import optimize
+    from automl.search.storage import create_or_load
+    from automl.search.tune import optimize
 
     config = _config(method, seed, work, size, budget)
     splits = _fixed_splits(work, size)
@@ -148,8 +148,8 @@ def run_keras_tuner(
     import keras
     import keras_tuner as kt
 
-    from automl.models import build_model
-    from automl.pipeline import make_dataset
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
 
     config = _config("automl", seed, work, size, budget)
     splits = _fixed_splits(work, size)

@@ -38,7 +38,7 @@ def run_setting(setting: str, n_trials: int, studies: Path) -> dict[str, object]
     """One ``automl tune`` run; returns its timings and trial counts."""
     import optuna
 
-    from automl.study import load_study
+    from automl.search.storage import load_study
 
     name = f"bench_{setting.replace('-', '_')}"
     command = [
