@@ -23,7 +23,7 @@ import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 import yaml
@@ -32,6 +32,8 @@ from automl.config.sources import BLOODMNIST_SIZES, MEDMNIST_SPLITS, SOURCE_FORM
 from automl.config.space import SearchSpace, parse_space, yaml_number_hint
 from automl.errors import ConfigError
 from automl.metrics import METRICS, metric_direction
+
+Direction = Literal["maximize", "minimize"]
 
 # How `ensemble` picks its members (automl/ensemble/selection.py implements them).
 SELECTION_METHODS = ("greedy", "top_k")
@@ -74,7 +76,7 @@ class StudyConfig:
 
     name: str
     metric: str = "accuracy"
-    direction: str = "maximize"
+    direction: Direction = "maximize"
     n_trials: int | None = 20
     timeout: float | None = None
     seed: int = 42
@@ -91,7 +93,7 @@ class StudyConfig:
     latency_objective: bool = False
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         """Optuna directions: the metric's, then ``minimize`` for latency when asked."""
         return [self.direction, "minimize"] if self.latency_objective else [self.direction]
 
@@ -260,7 +262,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise DuplicateKeyError(
@@ -347,11 +349,14 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
             f"{source}: study.name must be a plain name usable as a folder, got {name!r}."
         )
     metric = _choice(source, "study.metric", raw.get("metric", "accuracy"), METRICS)
-    direction = _choice(
-        source,
-        "study.direction",
-        raw.get("direction", metric_direction(metric)),
-        ("maximize", "minimize"),
+    direction = cast(
+        Direction,
+        _choice(
+            source,
+            "study.direction",
+            raw.get("direction", metric_direction(metric)),
+            ("maximize", "minimize"),
+        ),
     )
     n_trials = raw.get("n_trials", 20)
     if n_trials is not None:
@@ -718,7 +723,14 @@ def grid_search_space(space: SearchSpace, *, source: str = "<config>") -> dict[s
     for name, dist in space.param_distributions().items():
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
             grid[name] = list(dist.choices)
-        elif dist.step is not None and not dist.log:
+        elif (
+            isinstance(
+                dist,
+                (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution),
+            )
+            and dist.step is not None
+            and not dist.log
+        ):
             count = int(round((dist.high - dist.low) / dist.step)) + 1
             # round(): low + i*step drifts (0.1*3 = 0.30000000000000004 > high=0.3).
             grid[name] = [

@@ -273,8 +273,10 @@ def _upper(node: Node) -> float:
     if isinstance(node, (FloatDistribution, IntDistribution)):
         return node.high
     if isinstance(node, CategoricalDistribution):
-        return max(node.choices)  # type: ignore[type-var]
-    return node
+        node = max(node.choices)  # type: ignore[type-var]  # numeric choices where this is asked
+    if isinstance(node, (int, float)):
+        return node
+    raise TypeError(f"expected a number or a numeric distribution, got {node!r}")
 
 
 def _draw(trial: optuna.trial.BaseTrial, name: str, node: Node) -> Any:

@@ -271,7 +271,7 @@ def _reason(error: Exception) -> str:
 
 # What Pillow's decoders raise on a broken, truncated or hostile file (OSError includes
 # UnidentifiedImageError; SyntaxError, struct.error and zlib.error come from format plug-ins).
-DECODE_ERRORS: tuple[type[BaseException], ...] = (
+DECODE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     SyntaxError,
     ValueError,

@@ -415,7 +415,7 @@ def read_exclude(path: str | Path) -> set[str]:
         entries = table[column].tolist()
     else:
         entries = path.read_text(encoding="utf-8").splitlines()
-    keys = set()
+    keys: set[str] = set()
     for entry in (e.strip() for e in entries):
         if entry and not entry.startswith("#"):
             parts = Path(os.path.splitext(entry)[0]).as_posix().split("/")
@@ -530,7 +530,7 @@ def _screening_file(
     key = json.dumps(
         [
             _SCREEN_VERSION,
-            None if test is None else test.cache_entry.name,
+            None if test is None or test.cache_entry is None else test.cache_entry.name,
             exclude,
             data.groups_from_duplicates,
             repr(options),

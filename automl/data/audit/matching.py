@@ -163,7 +163,7 @@ def _match_one(
     out[[0, 3]] = 0.0
     masks = valid_masks(features, np.r_[i, targets])
     coarse = _pooled(features.thumbs[np.r_[i, targets]])
-    coarse_masks = masks.reshape(-1, _COARSE, 2, _COARSE, 2).all(axis=(2, 4))
+    coarse_masks = np.asarray(masks.reshape(-1, _COARSE, 2, _COARSE, 2).all(axis=(2, 4)))
     details = _detail(coarse, coarse_masks)
     coarse_i, coarse_j = coarse[:1], coarse[1:]
     detail_i, detail_j = details[0], _Targets.of(details[1:])
