@@ -16,6 +16,8 @@ with equal chance when both are on.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -125,7 +127,9 @@ def build_batch_mixer(augment: dict[str, Any], *, seed: int = 0) -> Any | None:
     def mix(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         draw = generator.uniform([2])
         # Only the drawn branch runs: mixing a batch costs about as much as augmenting it.
-        branches = [lambda layer=layer: _apply(layer, images, labels) for layer in mixers]
+        branches: list[Callable[[], tuple[Any, Any]]] = [
+            functools.partial(_apply, layer, images, labels) for layer in mixers
+        ]
         branches.append(lambda: (images, labels))
         which = tf.cast(tf.floor(draw[1] * len(mixers)), tf.int32)
         which = tf.where(draw[0] < probability, tf.minimum(which, len(mixers) - 1), len(mixers))

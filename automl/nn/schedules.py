@@ -40,7 +40,7 @@ PLATEAU_FACTOR = 0.5
 RESTART_CYCLES = 3
 RESTART_T_MUL = 2.0
 
-#: Key of the validation metric in Keras' epoch logs (written by the trial's fold reporter).
+#: Key of the validation metric in Keras' epoch logs (written by ``fit.py``'s fold reporter).
 VAL_METRIC_LOG = "val_metric"
 
 

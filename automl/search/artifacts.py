@@ -1,4 +1,4 @@
-"""What a trial and an ensemble leave for optuna-dashboard: pictures, notes, peak memory.
+"""What a trial leaves for optuna-dashboard: pictures and a note.
 
 **Pictures.** Every completed trial writes three PNGs into its folder
 (``<study>/trials/<number>/``) and uploads them as Optuna artifacts to a
@@ -10,23 +10,19 @@
 - ``oof_confusion_matrix.png`` (and ``.csv``): the out-of-fold predictions of all folds against
   the true labels, so its counts add up to the tuning set;
 - ``augmentation_preview.png``: a few training images of fold 0 and what the trial's augmentation
-  (``pipeline.build_augmenter``) makes of them; drawn once per distinct augmentation setting
-  into ``<study>/previews/`` and copied for every trial with that setting.
+  makes of them (``nn.previews``); drawn once per distinct augmentation setting into
+  ``<study>/previews/`` and copied for every trial with that setting.
 
-Pictures are a convenience: a failure to draw or upload one is logged and never fails the trial.
+Pictures are a convenience: a failure to draw or upload one is logged and never fails the trial,
+but it must not go missing silently either: the trial names what it lacks, and why, in its
+``missing_artifacts`` (and ``missing_note``) user attribute.
 
 **Notes.** Each trial gets a short Markdown note (``optuna_dashboard.save_note``): value, folds,
-epochs, resources, parameters, and why it was pruned or failed. ``ensemble`` writes a study note
-with the members, the vote and the hold-out scores next to the best single trial.
+epochs, resources (including the peak memory ``nn.memory.PeakMemory`` measured), parameters,
+and why it was pruned or failed. ``ensemble.note`` writes the study's note.
 
-**Peak memory.** :class:`PeakMemory` measures a trial's peak resident memory. On Linux the
-process's high-water mark (``VmHWM``) is reset at the start of the trial through
-``/proc/self/clear_refs``, so ``peak_rss_mb`` is the peak *during the trial*; elsewhere it is the
-process's lifetime peak (``resource.getrusage``) and ``peak_rss_delta_mb`` only counts growth of
-that mark. With a GPU, TensorFlow's ``get_memory_info(...)["peak"]`` (reset at the start) gives
-``peak_gpu_memory_mb``.
-
-This module imports no TensorFlow at import time (``ensemble`` uses it for the study note).
+This module imports no TensorFlow at import time: the preview figure (``nn.previews``) imports
+it only when it draws.
 """
 
 from __future__ import annotations
@@ -38,9 +34,8 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +47,25 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 from sklearn.metrics import confusion_matrix
 
+from automl.nn.previews import augmentation_figure, preview_indices
 from automl.plots import write_confusion_matrix
-from automl.search.attrs import MISSING_ARTIFACTS as MISSING_ARTIFACTS_ATTR
-from automl.search.attrs import MISSING_NOTE as MISSING_NOTE_ATTR
+from automl.search.attrs import (
+    CV_STD,
+    EPOCHS_PER_FOLD,
+    FAIL_REASON,
+    FOLD_SCORES,
+    MISSING_ARTIFACTS,
+    MISSING_NOTE,
+    N_PARAMS,
+    N_TRAINABLE_PARAMS,
+    PEAK_GPU_MEMORY_MB,
+    PEAK_RSS_DELTA_MB,
+    PEAK_RSS_MB,
+    PRUNED_AT_STEP,
+    TRAIN_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
-
-# User attributes naming what a trial (or, after `ensemble`, the study) lacks: a picture or note
-# that could not be saved is no reason to fail a trial, but it must not go missing silently.
 
 ARTIFACTS_DIR = "artifacts"
 PREVIEWS_DIR = "previews"  # one augmentation preview per distinct setting, copied per trial
@@ -69,104 +75,12 @@ OOF_CONFUSION_PNG = "oof_confusion_matrix.png"
 AUGMENTATION_PREVIEW = "augmentation_preview.png"
 TRIAL_PICTURES = (LEARNING_CURVES, OOF_CONFUSION_PNG, AUGMENTATION_PREVIEW)
 
-_PREVIEW_IMAGES = 4
-_PREVIEW_VARIANTS = 3
-_MB = 1024 * 1024
-
 
 def artifact_store(study_dir: Path) -> FileSystemArtifactStore:
     """The study's artifact store, ``<study_dir>/artifacts/`` (created if missing)."""
     folder = Path(study_dir) / ARTIFACTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(folder)
-
-
-# --- peak memory -------------------------------------------------------------------------------
-
-
-class PeakMemory:
-    """Peak memory of one trial; create it when the trial starts, read it when it ends."""
-
-    def __init__(self) -> None:
-        self._reset = _reset_peak_rss()
-        self._start_rss = _status_mb("VmRSS")
-        self._start_peak = _peak_rss_mb()
-        self._gpus = _reset_gpu_peaks()
-
-    def user_attrs(self) -> dict[str, float]:
-        """``peak_rss_mb``, ``peak_rss_delta_mb`` and, with a GPU, ``peak_gpu_memory_mb``."""
-        attrs: dict[str, float] = {}
-        peak = _peak_rss_mb()
-        if peak is not None:
-            base = self._start_rss if self._reset else self._start_peak
-            attrs["peak_rss_mb"] = round(peak, 1)
-            if base is not None:
-                attrs["peak_rss_delta_mb"] = round(max(peak - base, 0.0), 1)
-        gpu = _gpu_peak_mb(self._gpus)
-        if gpu is not None:
-            attrs["peak_gpu_memory_mb"] = round(gpu, 1)
-        return attrs
-
-
-def _reset_peak_rss() -> bool:
-    # Linux >= 4.0: writing 5 resets the VmHWM high-water mark of this process.
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_mb("VmHWM") is not None
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    return None
-
-
-def _peak_rss_mb() -> float | None:
-    peak = _status_mb("VmHWM")
-    if peak is not None:
-        return peak
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / _MB if sys.platform == "darwin" else maxrss / 1024  # bytes vs kB
-
-
-def _reset_gpu_peaks() -> list[str]:
-    if "tensorflow" not in sys.modules:  # only trials (which import TensorFlow) measure GPUs
-        return []
-    import tensorflow as tf
-
-    names = []
-    for index, _ in enumerate(tf.config.list_physical_devices("GPU")):
-        try:
-            tf.config.experimental.reset_memory_stats(f"GPU:{index}")
-            names.append(f"GPU:{index}")
-        except (ValueError, RuntimeError):
-            pass
-    return names
-
-
-def _gpu_peak_mb(names: list[str]) -> float | None:
-    if not names:
-        return None
-    import tensorflow as tf
-
-    total = 0.0
-    for name in names:
-        try:
-            total += tf.config.experimental.get_memory_info(name)["peak"] / _MB
-        except (ValueError, RuntimeError):
-            return None
-    return total
 
 
 # --- trial pictures ----------------------------------------------------------------------------
@@ -192,7 +106,7 @@ def save_trial_artifacts(
         trial: the running trial (artifacts attach to a trial only while it runs).
         out_dir: the trial's folder.
         study_dir: the study folder; the store is ``study_dir/artifacts``.
-        histories: per fold, the per-epoch records of ``trial._FoldReporter``.
+        histories: per fold, the per-epoch records of ``nn.fit.FoldFit.history``.
         oof: out-of-fold probabilities, ``(n, C)``, one row per tuning image.
         labels: true class indices of the tuning images, ``(n,)``.
         class_names: the ``C`` class names.
@@ -205,7 +119,7 @@ def save_trial_artifacts(
         The PNGs written and uploaded; pictures that failed are logged and left out.
     """
     title = f"trial {trial.number}"
-    drawers = {
+    drawers: dict[str, Callable[[Path], object]] = {
         LEARNING_CURVES: lambda path: _save(
             learning_curves_figure(histories, metric, title), path
         ),
@@ -220,7 +134,16 @@ def save_trial_artifacts(
             study_dir, path, images[preview_indices(labels, train_indices)], augment
         ),
     }
-    store = artifact_store(study_dir)
+    return _draw_and_upload(trial, out_dir, artifact_store(study_dir), drawers)
+
+
+def _draw_and_upload(
+    trial: optuna.Trial,
+    out_dir: Path,
+    store: FileSystemArtifactStore,
+    drawers: dict[str, Callable[[Path], object]],
+) -> list[Path]:
+    """Draw each picture into ``out_dir`` and upload it; name the ones that failed in the trial."""
     written = []
     missing: dict[str, str] = {}
     for name, draw in drawers.items():
@@ -238,7 +161,7 @@ def save_trial_artifacts(
             continue
         written.append(path)
     if missing:  # the trial says what it lacks, in the dashboard and `automl show`
-        trial.set_user_attr(MISSING_ARTIFACTS_ATTR, missing)
+        trial.set_user_attr(MISSING_ARTIFACTS, missing)
     return written
 
 
@@ -277,55 +200,6 @@ def learning_curves_figure(
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.legend(fontsize="small")
     figure.suptitle(f"{title}: learning curves")
-    return figure
-
-
-def preview_indices(labels: np.ndarray, train_indices: np.ndarray, n: int = 4) -> np.ndarray:
-    """Up to ``n`` training indices, one per class first (class order), then the next ones."""
-    train_indices = np.asarray(train_indices)
-    picked: list[int] = []
-    for label in np.unique(labels[train_indices]):
-        picked.append(int(train_indices[labels[train_indices] == label][0]))
-    picked = picked[:n]
-    for index in train_indices:
-        if len(picked) >= n:
-            break
-        if int(index) not in picked:
-            picked.append(int(index))
-    return np.asarray(picked, dtype=np.int64)
-
-
-def augmentation_figure(
-    images: np.ndarray, augment: dict[str, Any], seed: int, title: str
-) -> Figure:
-    """A grid: each row an image, its original then what the augmentation draws from it."""
-    from automl.nn.pipeline import build_augmenter  # TensorFlow only when a trial draws this
-
-    augmenter = build_augmenter(augment, seed=seed)
-    variants = []
-    if augmenter is not None:
-        batch = images.astype(np.float32)
-        for _ in range(_PREVIEW_VARIANTS):
-            drawn = np.asarray(augmenter(batch, training=True))
-            variants.append(np.clip(drawn, 0, 255).astype(np.uint8))
-    columns = 1 + len(variants)
-    figure = Figure(figsize=(1.9 * columns + 0.4, 1.9 * len(images) + 0.8), layout="constrained")
-    FigureCanvasAgg(figure)
-    grid = np.atleast_2d(figure.subplots(len(images), columns, squeeze=False))
-    for row, image in enumerate(images):
-        for column, picture in enumerate([image, *(v[row] for v in variants)]):
-            axes = grid[row, column]
-            axes.imshow(picture)
-            axes.set_xticks([])
-            axes.set_yticks([])
-            if row == 0:
-                axes.set_title("original" if column == 0 else f"augmented {column}", fontsize=9)
-    shown = {k: v for k, v in augment.items() if v not in (0, 0.0, "none")}
-    figure.suptitle(
-        f"{title}: augmentation "
-        + (", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) if shown else "off"),
-        fontsize=10,
-    )
     return figure
 
 
@@ -379,38 +253,19 @@ def trial_note(
         peers: other trials, to compare with at the step where this one was pruned.
     """
     attrs = trial.user_attrs
-    folds = list(attrs.get("fold_scores", []))
-    epochs = list(attrs.get("epochs_per_fold", []))
+    folds = list(attrs.get(FOLD_SCORES, []))
     lines = [f"## Trial {trial.number}: {state}"]
     if state == "complete" and folds:
-        std = attrs.get("cv_std", float(np.std(folds)))
+        std = attrs.get(CV_STD, float(np.std(folds)))
         lines.append(
             f"**{metric} {statistics.fmean(folds):.4f} ± {std:.4f}** (mean ± std over folds)"
         )
     elif state == "pruned":
         lines.append(_pruned_reason(trial, metric, stride, pruner, peers))
     elif state == "fail":
-        lines.append(f"**Failed:** {attrs.get('fail_reason', 'see the log of the tune run')}")
-    if epochs:
-        lines += ["", f"| fold | {metric} | epochs |", "|---|---|---|"]
-        for fold, n_epochs in enumerate(epochs):
-            score = f"{folds[fold]:.4f}" if fold < len(folds) else "(not finished)"
-            lines.append(f"| {fold} | {score} | {n_epochs} |")
-    resources = []
-    if attrs.get("n_params"):
-        resources.append(
-            f"{attrs['n_params']:,} parameters ({attrs.get('n_trainable_params', 0):,} trainable)"
-        )
-    if attrs.get("train_seconds") is not None:
-        resources.append(f"{attrs['train_seconds']:.1f} s training")
-    if attrs.get("peak_rss_mb") is not None:
-        delta = attrs.get("peak_rss_delta_mb")
-        resources.append(
-            f"peak memory {attrs['peak_rss_mb']:.0f} MB"
-            + (f" (+{delta:.0f} MB during the trial)" if delta is not None else "")
-        )
-    if attrs.get("peak_gpu_memory_mb") is not None:
-        resources.append(f"peak GPU memory {attrs['peak_gpu_memory_mb']:.0f} MB")
+        lines.append(f"**Failed:** {attrs.get(FAIL_REASON, 'see the log of the tune run')}")
+    lines += _fold_table(folds, list(attrs.get(EPOCHS_PER_FOLD, [])), metric)
+    resources = _resources(attrs)
     if resources:
         lines += ["", "**Resources:** " + ", ".join(resources)]
     if trial.params:
@@ -425,10 +280,41 @@ def trial_note(
     return "\n".join(lines) + "\n"
 
 
+def _fold_table(folds: list[float], epochs: list[int], metric: str) -> list[str]:
+    """Score and epochs per fold; a fold that never finished (pruned, failed) says so."""
+    if not epochs:
+        return []
+    lines = ["", f"| fold | {metric} | epochs |", "|---|---|---|"]
+    for fold, n_epochs in enumerate(epochs):
+        score = f"{folds[fold]:.4f}" if fold < len(folds) else "(not finished)"
+        lines.append(f"| {fold} | {score} | {n_epochs} |")
+    return lines
+
+
+def _resources(attrs: dict[str, Any]) -> list[str]:
+    """Parameters, training time and peak memory, each when the trial recorded it."""
+    resources = []
+    if attrs.get(N_PARAMS):
+        resources.append(
+            f"{attrs[N_PARAMS]:,} parameters ({attrs.get(N_TRAINABLE_PARAMS, 0):,} trainable)"
+        )
+    if attrs.get(TRAIN_SECONDS) is not None:
+        resources.append(f"{attrs[TRAIN_SECONDS]:.1f} s training")
+    if attrs.get(PEAK_RSS_MB) is not None:
+        delta = attrs.get(PEAK_RSS_DELTA_MB)
+        resources.append(
+            f"peak memory {attrs[PEAK_RSS_MB]:.0f} MB"
+            + (f" (+{delta:.0f} MB during the trial)" if delta is not None else "")
+        )
+    if attrs.get(PEAK_GPU_MEMORY_MB) is not None:
+        resources.append(f"peak GPU memory {attrs[PEAK_GPU_MEMORY_MB]:.0f} MB")
+    return resources
+
+
 def _pruned_reason(
     trial: FrozenTrial, metric: str, stride: int, pruner: str, peers: Sequence[FrozenTrial]
 ) -> str:
-    step = trial.user_attrs.get("pruned_at_step")
+    step = trial.user_attrs.get(PRUNED_AT_STEP)
     if step is None:
         return f"**Pruned** by the {pruner} pruner."
     fold, epoch = divmod(int(step), stride)
@@ -463,7 +349,7 @@ def save_trial_note(
         save_note(trial, body)
     except Exception as exc:  # noqa: BLE001 - a note must never cost a trial
         logger.warning("trial %d: could not save its note: %s", trial.number, exc)
-        trial.set_user_attr(MISSING_NOTE_ATTR, f"{type(exc).__name__}: {exc}"[:300])
+        trial.set_user_attr(MISSING_NOTE, f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _fmt(value: Any) -> str:

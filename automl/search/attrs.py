@@ -41,6 +41,10 @@ EPOCHS_TOTAL = "epochs_total"
 N_PARAMS = "n_params"
 N_TRAINABLE_PARAMS = "n_trainable_params"
 TRAIN_SECONDS = "train_seconds"
+# Peak memory of the trial: the fields of ``nn.memory.MemoryPeaks``, stored under their names.
+PEAK_RSS_MB = "peak_rss_mb"
+PEAK_RSS_DELTA_MB = "peak_rss_delta_mb"
+PEAK_GPU_MEMORY_MB = "peak_gpu_memory_mb"
 MISSING_ARTIFACTS = "missing_artifacts"  # dashboard pictures that could not be saved, and why
 MISSING_NOTE = "missing_note"  # the dashboard note could not be saved (trial or study)
 
@@ -50,6 +54,10 @@ RETRY_OF = "retry_of"  # the trial a retry repeats
 RETRY_ORIGIN = "retry_origin"  # the first trial of a chain of retries (its seed is used)
 WORKER_ATTR = "worker"
 DEVICES_ATTR = "cuda_visible_devices"
+# Optuna's own system attributes of a retry, written the way its
+# RetryHeartbeatStaleTrialCallback writes them so that its helpers read our retries too.
+FAILED_TRIAL_ATTR = "failed_trial"
+RETRY_HISTORY_ATTR = "retry_history"
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class TrialSummary:
     fail_reason: str | None = None
     retry_of: int | None = None
     worker: str | None = None
+    # On the metric-vs-latency Pareto front; a property of the study, so ``from_trial`` leaves
+    # it False and ``storage.leaderboard_rows`` sets it.
+    pareto: bool = False
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialSummary:

@@ -57,7 +57,7 @@ def _fit(params: dict, cells: tuple[np.ndarray, np.ndarray], extra=()) -> keras.
     callbacks += training_callbacks(
         params, steps_per_epoch=int(np.ceil(len(labels) / 8)), epochs=params["epochs"]
     )
-    model.fit(data, epochs=params["epochs"], callbacks=callbacks, verbose=0)
+    model.fit(data, epochs=params["epochs"], callbacks=callbacks, shuffle=False, verbose=0)
     return model
 
 
@@ -153,7 +153,7 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_kept_and_saved(
     data = make_dataset(images, labels, np.arange(len(labels)), n_classes=3, batch_size=8)
     averaging = WeightAveraging()
     probe = _Probe(averaging)
-    model.fit(data, epochs=3, callbacks=[averaging, probe], verbose=0)
+    model.fit(data, epochs=3, callbacks=[averaging, probe], shuffle=False, verbose=0)
     averages = [v.numpy() for v in model.optimizer._model_variables_moving_average]
     for seen, raw in zip(probe.seen, probe.raw, strict=True):
         assert any(not np.allclose(s, r) for s, r in zip(seen, raw, strict=True))

@@ -158,3 +158,57 @@ def test_pictures_and_notes_that_cannot_be_saved_are_named_in_the_trial(
     }
     assert all("No space left on device" in reason for reason in missing.values())
     assert "No space left on device" in trial.user_attrs["missing_note"]
+
+
+class _WorkerDied(Exception):
+    """Stands in for a worker killed mid-trial: its folder stays as it was."""
+
+
+def test_a_retry_takes_over_the_folds_its_dead_trial_finished(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import automl.search.objective
+
+    config, splits, study, objective = _setup(tmp_path, data_root, n_trials=2)
+    fit_fold = automl.search.objective.fit_fold
+    trained: list[int] = []  # the seed of every fold trained (trial seed + fold)
+
+    def dies_in_fold_1_of_trial_0(*args, **kwargs):
+        trained.append(kwargs["seed"])
+        if len(trained) == 2:
+            raise _WorkerDied
+        return fit_fold(*args, **kwargs)
+
+    monkeypatch.setattr(automl.search.objective, "fit_fold", dies_in_fold_1_of_trial_0)
+    study.optimize(objective, n_trials=1, catch=(_WorkerDied,))
+    dead = study.trials[0]
+    dead_dir = Path(dead.user_attrs["trial_dir"])
+    with np.load(dead_dir / "fold_0.npz") as record:
+        fold_0 = record["probabilities"]
+    # What heartbeat.RetryStaleTrial queues for a trial whose worker stopped.
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=dead.params,
+            distributions=dead.distributions,
+            user_attrs={"retry_of": 0, "retry_origin": 0},
+        )
+    )
+    study.optimize(objective, n_trials=1)
+    retry = study.trials[1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["reused_folds"] == [0]
+    assert trained[2:] == [dead.user_attrs["seed"] + 1]  # only fold 1 trained, same seed
+    assert retry.user_attrs["seed"] == dead.user_attrs["seed"]
+    # The pruner sees fold 0's reports again, at the same steps and values.
+    assert {s: v for s, v in retry.intermediate_values.items() if s < 2} == (
+        dead.intermediate_values
+    )
+    assert not dead_dir.exists()  # what was usable moved to the retry's folder
+    folder = Path(retry.user_attrs["trial_dir"])
+    assert sorted(p.name for p in folder.glob("fold_*")) == ["fold_0.keras", "fold_1.keras"]
+    with np.load(folder / "oof.npz") as oof:
+        probabilities = oof["probabilities"]
+    np.testing.assert_array_equal(probabilities[splits.folds[0][1]], fold_0)
+    assert np.isfinite(probabilities).all()
+    assert [len(h) for h in json.loads((folder / "history.json").read_text())] == [2, 2]

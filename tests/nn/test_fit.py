@@ -1,0 +1,160 @@
+"""One fold's fit (``automl/nn/fit.py``) through its API, on real white-blood-cell crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+import pytest
+import tensorflow as tf
+from conftest import real_image_array
+
+import automl.nn.fit
+from automl.config.space import parse_space
+from automl.metrics import compute_metric
+from automl.nn.fit import FoldFit, OutOfMemory, fit_fold
+
+SIZE = 28
+N_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def cells(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """24 real crops (8 per class, in class order) at 28 px, and their labels."""
+    return real_image_array(shared_data, SIZE, per_class=8)
+
+
+def _params(**space: object) -> dict:
+    raw = {
+        "backbone": {"name": "custom_cnn", "blocks": 2, "filters": 4, "batchnorm": False},
+        "head": {"layers": 0},
+        "batch_size": 8,
+        "epochs": 3,
+        "learning_rate": 0.01,
+        **space,
+    }
+    return parse_space(raw, image_size=SIZE).suggest(optuna.trial.FixedTrial({}))
+
+
+def _fit(cells, params: dict, **kwargs) -> FoldFit:
+    """Train on the even rows, score the odd ones: 4 images of each class on either side."""
+    images, labels = cells
+    rows = np.arange(len(labels))
+    return fit_fold(
+        params,
+        images,
+        labels,
+        rows[0::2],
+        rows[1::2],
+        n_classes=N_CLASSES,
+        image_size=SIZE,
+        seed=11,
+        metric=kwargs.pop("metric", "balanced_accuracy"),
+        **kwargs,
+    )
+
+
+def test_a_fit_scores_every_validation_image_and_saves_the_model_it_scored(
+    cells, tmp_path: Path
+) -> None:
+    images, labels = cells
+    fit = _fit(cells, _params(), save_to=tmp_path / "fold_0.keras", measure_latency=True)
+    val = np.arange(len(labels))[1::2]
+    assert fit.probabilities is not None and fit.probabilities.shape == (len(val), N_CLASSES)
+    np.testing.assert_allclose(fit.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert fit.score == compute_metric("balanced_accuracy", labels[val], fit.probabilities)
+    assert [record["epoch"] for record in fit.history] == [0, 1, 2] and fit.epochs_run == 3
+    assert fit.history[-1]["val_metric"] == fit.score  # the last epoch's weights are kept
+    assert not fit.nan_loss and fit.stopped_at is None
+    assert fit.n_params["total"] >= fit.n_params["trainable"] > 0
+    assert fit.latency_ms is not None and fit.latency_ms > 0
+    assert fit.model_path == tmp_path / "fold_0.keras"
+    saved = keras.saving.load_model(fit.model_path, safe_mode=True)
+    predicted = saved.predict(images[val].astype("float32"), verbose=0)
+    np.testing.assert_allclose(predicted, fit.probabilities, atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == ["fold_0.keras"]  # no temporary left
+
+
+def test_the_hook_hears_every_epoch_and_can_stop_the_fit(cells, tmp_path: Path) -> None:
+    heard: list[tuple[int, float]] = []
+
+    def stop_after_the_second_epoch(epoch: int, score: float) -> bool:
+        heard.append((epoch, score))
+        return epoch == 1
+
+    fit = _fit(
+        cells,
+        _params(epochs=5),
+        on_epoch=stop_after_the_second_epoch,
+        save_to=tmp_path / "fold_0.keras",
+    )
+    assert [epoch for epoch, _ in heard] == [0, 1]  # once per epoch, then no more
+    assert [score for _, score in heard] == [r["val_metric"] for r in fit.history]
+    assert fit.stopped_at == 1 and fit.epochs_run == 2
+    # A stopped fit is not scored nor saved: the caller prunes it.
+    assert fit.probabilities is None and np.isnan(fit.score) and fit.model_path is None
+    assert not (tmp_path / "fold_0.keras").exists()
+
+
+def test_a_hook_that_never_stops_hears_all_epochs(cells) -> None:
+    heard: list[int] = []
+    fit = _fit(cells, _params(epochs=2), on_epoch=lambda epoch, _: heard.append(epoch) or False)
+    assert heard == [0, 1] and fit.stopped_at is None and fit.probabilities is not None
+
+
+def test_a_diverging_fit_reports_nan_loss_and_no_scores(cells, tmp_path: Path) -> None:
+    params = _params(epochs=3)
+    params["learning_rate"] = 1.0e36
+    params["optimizer"] = {"name": "sgd", "momentum": 0.99, "nesterov": False}
+    heard: list[int] = []
+    fit = _fit(
+        cells,
+        params,
+        on_epoch=lambda epoch, _: heard.append(epoch) or False,
+        save_to=tmp_path / "fold_0.keras",
+    )
+    assert fit.nan_loss
+    assert fit.epochs_run == len(heard) < 3  # the NaN epoch is neither recorded nor heard
+    assert fit.probabilities is None and fit.model_path is None
+    assert not (tmp_path / "fold_0.keras").exists()
+
+
+def test_early_stopping_scores_the_best_epoch_weights(cells) -> None:
+    # With patience the fit puts the weights of its best epoch back, so the fold's score is the
+    # best validation score of its history, not the last one (here the last epoch scores worse).
+    backbone = {"name": "custom_cnn", "blocks": 2, "filters": 16, "batchnorm": False}
+    params = _params(epochs=8, learning_rate=0.003, backbone=backbone)
+    fit = _fit(cells, params, patience=2, metric="accuracy")
+    scores = [record["val_metric"] for record in fit.history]
+    assert fit.score == max(scores)
+    # It stopped two epochs after the (first) best one, or ran every epoch.
+    assert fit.epochs_run == 8 or scores.index(max(scores)) == fit.epochs_run - 3
+
+
+def test_running_out_of_device_memory_is_raised_as_out_of_memory(
+    cells, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_model = automl.nn.fit.build_model
+
+    def model_that_runs_out_of_memory(*args, **kwargs):
+        # A py_function raising MemoryError inside the compiled training step surfaces as
+        # TensorFlow's ResourceExhaustedError, as a real GPU's allocation failure does.
+        model = build_model(*args, **kwargs)
+        train_step = model.train_step
+
+        def step(data):
+            tf.py_function(_allocation_failure, [tf.shape(data[0])[0]], tf.int32)
+            return train_step(data)
+
+        model.train_step = step
+        return model
+
+    monkeypatch.setattr(automl.nn.fit, "build_model", model_that_runs_out_of_memory)
+    with pytest.raises(OutOfMemory, match="OOM when allocating a tensor for a batch of 8"):
+        _fit(cells, _params(epochs=1))
+
+
+def _allocation_failure(batch: tf.Tensor) -> tf.Tensor:
+    raise MemoryError(f"OOM when allocating a tensor for a batch of {int(batch)}")
