@@ -27,7 +27,7 @@ is retried once. A retry is a new trial with ``retry_of`` (the trial it repeats)
 attributes (and ``retry_origin``, the first of a chain), and Optuna's
 ``failed_trial``/``retry_history`` system attributes, so
 ``RetryHeartbeatStaleTrialCallback.retried_trial_number`` works on it. It keeps the seed and
-the finished folds of the trial it repeats (see ``trial.py``).
+the finished folds of the trial it repeats (see ``objective.py``).
 
 This module imports no TensorFlow.
 """
@@ -52,7 +52,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.search.attrs import (
     DEVICES_ATTR,
+    FAILED_TRIAL_ATTR,
     HEARTBEAT_ATTR,
+    RETRY_HISTORY_ATTR,
     RETRY_OF,
     RETRY_ORIGIN,
     WORKER_ATTR,
@@ -75,7 +77,7 @@ class RetryStaleTrial:
         self.max_retries = max_retries
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        history = [*trial.system_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]
         if len(history) > self.max_retries:
             logger.warning(
                 "trial %d: its worker stopped (no heartbeat); retried %d time(s) already, not "
@@ -91,7 +93,7 @@ class RetryStaleTrial:
                 params=trial.params,
                 distributions=trial.distributions,
                 user_attrs={RETRY_OF: trial.number, RETRY_ORIGIN: history[0]},
-                system_attrs={"failed_trial": history[0], "retry_history": history},
+                system_attrs={FAILED_TRIAL_ATTR: history[0], RETRY_HISTORY_ATTR: history},
             )
         )
         logger.warning(

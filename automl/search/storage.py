@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +41,19 @@ from automl.errors import ConfigError, StudyError
 from automl.search.attrs import (
     CONFIG_ATTR,
     CONFIG_MISSING_ATTR,
-    SPLITS_ATTR,
-)
-from automl.search.heartbeat import (
+    CONFIG_PATH_ATTR,
+    LATENCY,
     RETRY_OF,
-    HeartbeatJournalStorage,
-    RetryStaleTrial,
-    journal_lock,
+    SPLITS_ATTR,
+    TrialSummary,
 )
+from automl.search.heartbeat import HeartbeatJournalStorage, RetryStaleTrial, journal_lock
 from automl.search.paths import CONFIG_FILE, StudyPaths, paths_for
 
 logger = logging.getLogger(__name__)
 
-LATENCY_OBJECTIVE = "latency_ms_per_image"
+# The second objective's name: the trial attribute it is measured into.
+LATENCY_OBJECTIVE = LATENCY
 
 
 def splits_fingerprint(splits_dict: dict[str, Any]) -> str:
@@ -253,7 +254,7 @@ def create_or_load(config: Config) -> optuna.Study:
             study.set_metric_names(
                 [config.study.metric, LATENCY_OBJECTIVE][: len(study.directions)]
             )
-        study.set_user_attr("automl_config", str(paths_for(config).config))
+        study.set_user_attr(CONFIG_PATH_ATTR, str(paths_for(config).config))
         for params in config.study.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
     return study
@@ -269,7 +270,10 @@ def load_study(name: str, studies_dir: str | Path = "studies") -> tuple[Config, 
             f"{studies_dir}: {', '.join(known) or 'none'}. Run `automl tune --space FILE` first "
             "or pass --studies-dir."
         )
-    config = load_config(paths.config)
+    # The study lives where its config.yaml is, whatever studies_dir it was saved with: a study
+    # folder copied to another path or machine opens (journal, models, ensemble) from there.
+    here = [f"study.studies_dir={json.dumps(str(paths.root.parent))}"]
+    config = load_config(paths.config, here)
     storage = open_storage(config)
     try:
         study = optuna.load_study(study_name=config.study.name, storage=storage)
@@ -300,11 +304,6 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return complete[:k]
 
 
-def primary_value(trial: FrozenTrial) -> float | None:
-    """The metric of a trial (its first objective), or None when it has no value."""
-    return float(trial.values[0]) if trial.values else None
-
-
 def pareto_numbers(study: optuna.Study) -> set[int]:
     """Trials on the Pareto front of a multi-objective study (empty for one objective)."""
     if len(study.directions) < 2:
@@ -312,34 +311,22 @@ def pareto_numbers(study: optuna.Study) -> set[int]:
     return {t.number for t in study.best_trials}
 
 
-def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per trial for ``automl show``: state, CV mean +- std, per-fold scores, params."""
+def leaderboard_rows(study: optuna.Study) -> list[TrialSummary]:
+    """One summary per trial for ``automl show`` and the report, in trial order.
+
+    Adds what a single trial cannot say about itself: whether it is on the Pareto front, and
+    why a trial failed by a stale sweep failed (its worker died, so it left no reason).
+    """
     trials = study.get_trials(deepcopy=False)
     retried_as = {t.user_attrs[RETRY_OF]: t.number for t in trials if RETRY_OF in t.user_attrs}
-    rows = []
     pareto = pareto_numbers(study)
+    rows = []
     for t in trials:
-        reason = t.user_attrs.get("fail_reason")
-        if t.state == TrialState.FAIL and reason is None:
-            # Failed by a stale sweep: the worker died, so it could not say why itself.
+        row = TrialSummary.from_trial(t)
+        if t.state == TrialState.FAIL and row.fail_reason is None:
             reason = "its worker stopped (no heartbeat)" + (
                 f"; retried as trial {retried_as[t.number]}" if t.number in retried_as else ""
             )
-        rows.append(
-            {
-                "trial": t.number,
-                "state": t.state.name.lower(),
-                "value": primary_value(t),
-                "latency_ms": t.user_attrs.get("latency_ms_per_image"),
-                "pareto": t.number in pareto,
-                "cv_std": t.user_attrs.get("cv_std"),
-                "fold_scores": t.user_attrs.get("fold_scores", []),
-                "epochs": t.user_attrs.get("epochs_total"),
-                "pruned_at_step": t.user_attrs.get("pruned_at_step"),
-                "seconds": t.user_attrs.get("train_seconds"),
-                "params": dict(t.params),
-                "fail_reason": reason,
-                "retry_of": t.user_attrs.get(RETRY_OF),
-            }
-        )
+            row = replace(row, fail_reason=reason)
+        rows.append(replace(row, pareto=t.number in pareto))
     return rows

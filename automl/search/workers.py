@@ -6,21 +6,22 @@ everything and created the study, :func:`supervise` keeps one child process per 
     python -m automl.cli worker --study NAME --studies-dir DIR --max-trials 1 --no-progress
 
 Each child loads the saved configuration and splits (the decoded images are a memory-mapped
-cache, so this is cheap), runs exactly one trial through ``trial.Objective`` and exits, so all
+cache, so this is cheap), runs exactly one trial through ``objective.Objective`` and exits, so all
 of its GPU and host memory returns after every trial. A slot is refilled as soon as its child
 exits: workers pull trials asynchronously, with no batch barrier and no GPU idle while another
 trial finishes. A slot of ``--gpus`` gets ``CUDA_VISIBLE_DEVICES=<id>``: its worker sees only
-that GPU (memory growth on, see ``trial.configure_device``); ``--gpus 0,0,1,1`` runs two per GPU.
+that GPU (memory growth on, see ``session.record_device``); ``--gpus 0,0,1,1`` runs two per GPU.
 The storage URL is never put on a child's command line (``ps`` would show its password): the
 child reads it from the saved configuration.
 
-The supervisor stops starting children when the study has ``n_trials`` complete or pruned trials
-(every worker's, every machine's), counting trials that run now and children still starting so
-the study does not overshoot, or when ``timeout`` has passed (running trials finish). Like
-``study.optimize(n_trials=remaining)`` it starts at most ``remaining`` children, but a child that
-died (killed, crashed) does not use one up: its trial is failed by the heartbeat sweep (which the
-supervisor also runs) and retried. A child that exits with automl's input/environment error
-(status 2) stops the run with that error; a run of abnormal exits without progress stops it too.
+The supervisor stops starting children by the study's stop rule (``session.py``): when the study
+has ``n_trials`` complete or pruned trials (every worker's, every machine's), counting trials
+that run now and children still starting so the study does not overshoot, or when ``timeout``
+has passed (running trials finish). Like ``study.optimize(n_trials=remaining)`` it starts at most
+``remaining`` children, but a child that died (killed, crashed) does not use one up: its trial is
+failed by the heartbeat sweep (which the supervisor also runs) and retried. A child that stops
+with automl's input/environment error (``errors.input_error_of``) stops the run with that error;
+a run of abnormal exits without progress stops it too.
 
 **Worker** (``automl worker --study NAME``): joins an existing study and runs its trials until
 the study is done, or ``--max-trials``. On a machine without the study folder, ``--storage URL``
@@ -54,11 +55,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.config.schema import Config, load_config
 from automl.console import TF_NOISE
-from automl.errors import ConfigError, StudyError
+from automl.data.splits import Splits
+from automl.errors import ConfigError, StudyError, input_error_of
 from automl.files import atomic_write_text
 from automl.search.attrs import SPLITS_ATTR, WORKER_ATTR
 from automl.search.heartbeat import fail_stale_trials
 from automl.search.paths import StudyPaths, paths_for
+from automl.search.session import (
+    check_weights,
+    count_finished,
+    log_trial,
+    optimize,
+    prepare_splits,
+    record_device,
+    stop_at_n_trials,
+    trials_missing,
+    trials_to_start,
+)
 from automl.search.storage import (
     config_from_study,
     connect_url,
@@ -71,7 +84,6 @@ from automl.search.storage import (
 logger = logging.getLogger(__name__)
 
 SLOT_ENV = "AUTOML_WORKER_SLOT"
-_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 _SWEEP_SECONDS = 2.0
 
 
@@ -146,95 +158,138 @@ def supervise(
         StudyError: a worker stopped with an input or environment error, or workers keep dying
             without the study making progress.
     """
-    n_trials, timeout = config.study.n_trials, config.study.timeout
-    deadline = None if timeout is None else time.monotonic() + timeout
-    done = _count(study.get_trials(deepcopy=False), _COUNTED)
-    launches_left = None if n_trials is None else max(n_trials - done, 0)
-    children: dict[int, _Child] = {}
-    seen: set[str] = set()
-    started, abnormal_in_a_row, last_sweep, last_done = 0, 0, 0.0, done
-    last_words = ""  # the last log line of the last worker that died
-    bar = _progress_bar(n_trials, done) if progress else None
-    host = socket.gethostname()
-    try:
-        while True:
-            for index, child in list(children.items()):
-                code = child.process.poll()
-                if code is None:
-                    continue
-                del children[index]
-                if child.reader is not None:
-                    child.reader.join(timeout=5)  # its last lines, the error among them
-                if code == 0:
-                    abnormal_in_a_row = 0
-                    ran_one = any(
-                        t.user_attrs.get(WORKER_ATTR) == child.identity
-                        for t in study.get_trials(deepcopy=False)
-                    )
-                    if not ran_one and launches_left is not None:
-                        launches_left += 1  # it found the study taken; the launch is unused
-                    continue
-                error = next((x for x in reversed(child.last_lines) if x.startswith("error:")), "")
-                if code == 2 and error:
-                    raise StudyError(f"worker {index}: {error.removeprefix('error:').strip()}")
-                abnormal_in_a_row += 1
-                last_words = child.last_lines[-1] if child.last_lines else last_words
-                if launches_left is not None:
-                    launches_left += 1  # its trial is retried; the launch did not count
-                logger.warning(
-                    "worker %d (pid %d) exited with status %d; a trial it was running is failed "
-                    "by the heartbeat after study.grace_period and retried",
-                    index,
-                    child.process.pid,
-                    code,
-                )
-            if time.monotonic() - last_sweep > _SWEEP_SECONDS:
-                fail_stale_trials(study)
-                last_sweep = time.monotonic()
-            trials = study.get_trials(deepcopy=False)
-            done = _count(trials, _COUNTED)
-            if done != last_done:
-                abnormal_in_a_row, last_done = 0, done
-                if bar is not None:
-                    bar.update(done - bar.n)
-            if abnormal_in_a_row >= max(3, 2 * len(slots)):
-                raise StudyError(
-                    f"{abnormal_in_a_row} worker processes in a row died without finishing a "
-                    f"trial (last line: {last_words or 'none'}); run `automl --debug worker "
-                    f"--study {config.study.name} --max-trials 1` to see why."
-                )
-            finished = n_trials is not None and done >= n_trials
-            expired = deadline is not None and time.monotonic() >= deadline
-            out_of_launches = launches_left is not None and launches_left <= 0
-            if finished or expired or out_of_launches:
-                if not children:
-                    break
+    return _Supervisor(config, study, slots, progress=progress).run()
+
+
+class _Supervisor:
+    """One :func:`supervise` run: its children, and the counts that say when to stop."""
+
+    def __init__(
+        self, config: Config, study: optuna.Study, slots: list[Slot], *, progress: bool
+    ) -> None:
+        self.config, self.study, self.slots = config, study, slots
+        self.n_trials = config.study.n_trials
+        timeout = config.study.timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        trials = study.get_trials(deepcopy=False)
+        self.last_done = count_finished(trials)
+        # Like study.optimize(n_trials=remaining): at most this many children run a trial.
+        self.launches_left = trials_missing(trials, self.n_trials)
+        self.children: dict[int, _Child] = {}
+        self.seen: set[str] = set()  # log lines already relayed once
+        self.started = 0
+        self.abnormal_in_a_row = 0
+        self.last_sweep = 0.0
+        self.last_words = ""  # the last log line of the last worker that died
+        self.bar = _progress_bar(self.n_trials, self.last_done) if progress else None
+        self.host = socket.gethostname()
+
+    def run(self) -> int:
+        try:
+            while not self._step():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            _stop(self.children.values(), wait=10.0)  # they got Ctrl+C too and close their trial
+            raise
+        except BaseException:
+            _stop(self.children.values())  # their trials are failed by the heartbeat, retried
+            raise
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        return self.started
+
+    def _step(self) -> bool:
+        """One round: reap exited children, sweep, note progress, refill slots; True: done."""
+        self._reap()
+        if time.monotonic() - self.last_sweep > _SWEEP_SECONDS:
+            fail_stale_trials(self.study)
+            self.last_sweep = time.monotonic()
+        trials = self.study.get_trials(deepcopy=False)
+        self._note_progress(trials)
+        if self._no_more_launches(trials):
+            return not self.children  # running trials finish first
+        self._fill_slots(trials)
+        return False
+
+    def _reap(self) -> None:
+        for index, child in list(self.children.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self.children[index]
+            if child.reader is not None:
+                child.reader.join(timeout=5)  # its last lines, the error among them
+            if code == 0:
+                self._exited(child)
             else:
-                running = [t for t in trials if t.state == TrialState.RUNNING]
-                ours = {c.identity for c in children.values()}
-                busy = sum(1 for t in running if t.user_attrs.get(WORKER_ATTR) in ours)
-                free = None if n_trials is None else n_trials - done - len(running)
-                free = None if free is None else free - (len(children) - busy)
-                for slot in slots:
-                    if slot.index in children or (free is not None and free <= 0):
-                        continue
-                    if launches_left is not None and launches_left <= 0:
-                        break
-                    children[slot.index] = _spawn(config, slot, host, seen)
-                    started += 1
-                    free = None if free is None else free - 1
-                    launches_left = None if launches_left is None else launches_left - 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        _stop(children.values(), wait=10.0)  # they got Ctrl+C too and are closing their trial
-        raise
-    except BaseException:
-        _stop(children.values())  # their trials are failed by the heartbeat and retried later
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    return started
+                self._died(index, child, code)
+
+    def _exited(self, child: _Child) -> None:
+        self.abnormal_in_a_row = 0
+        ran_one = any(
+            t.user_attrs.get(WORKER_ATTR) == child.identity
+            for t in self.study.get_trials(deepcopy=False)
+        )
+        if not ran_one and self.launches_left is not None:
+            self.launches_left += 1  # it found the study taken; the launch is unused
+
+    def _died(self, index: int, child: _Child, code: int) -> None:
+        message = input_error_of(code, child.last_lines)
+        if message is not None:  # bad input stops every worker the same way: no retry
+            raise StudyError(f"worker {index}: {message}")
+        self.abnormal_in_a_row += 1
+        self.last_words = child.last_lines[-1] if child.last_lines else self.last_words
+        if self.launches_left is not None:
+            self.launches_left += 1  # its trial is retried; the launch did not count
+        logger.warning(
+            "worker %d (pid %d) exited with status %d; a trial it was running is failed "
+            "by the heartbeat after study.grace_period and retried",
+            index,
+            child.process.pid,
+            code,
+        )
+
+    def _note_progress(self, trials: list[FrozenTrial]) -> None:
+        """Advance the bar; raise when workers keep dying while no trial finishes."""
+        done = count_finished(trials)
+        if done != self.last_done:
+            self.abnormal_in_a_row, self.last_done = 0, done
+            if self.bar is not None:
+                self.bar.update(done - self.bar.n)
+        if self.abnormal_in_a_row >= max(3, 2 * len(self.slots)):
+            raise StudyError(
+                f"{self.abnormal_in_a_row} worker processes in a row died without finishing a "
+                f"trial (last line: {self.last_words or 'none'}); run `automl --debug worker "
+                f"--study {self.config.study.name} --max-trials 1` to see why."
+            )
+
+    def _no_more_launches(self, trials: list[FrozenTrial]) -> bool:
+        finished = trials_missing(trials, self.n_trials) == 0
+        expired = self.deadline is not None and time.monotonic() >= self.deadline
+        out_of_launches = self.launches_left is not None and self.launches_left <= 0
+        return finished or expired or out_of_launches
+
+    def _fill_slots(self, trials: list[FrozenTrial]) -> None:
+        """Start a child in each free slot while the stop rule leaves trials to start."""
+        ours = {c.identity for c in self.children.values()}
+        busy = sum(
+            1
+            for t in trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get(WORKER_ATTR) in ours
+        )
+        # Children still starting have no RUNNING trial yet but will take one each.
+        free = trials_to_start(trials, self.n_trials)
+        free = None if free is None else free - (len(self.children) - busy)
+        for slot in self.slots:
+            if slot.index in self.children or (free is not None and free <= 0):
+                continue
+            if self.launches_left is not None and self.launches_left <= 0:
+                break
+            self.children[slot.index] = _spawn(self.config, slot, self.host, self.seen)
+            self.started += 1
+            free = None if free is None else free - 1
+            self.launches_left = None if self.launches_left is None else self.launches_left - 1
 
 
 def _spawn(config: Config, slot: Slot, host: str, seen: set[str]) -> _Child:
@@ -277,10 +332,6 @@ def _stop(children: Any, wait: float = 0.0) -> None:
             child.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             child.process.kill()
-
-
-def _count(trials: list[FrozenTrial], states: tuple[TrialState, ...]) -> int:
-    return sum(1 for t in trials if t.state in states)
 
 
 def _progress_bar(n_trials: int | None, done: int) -> Any:
@@ -327,67 +378,62 @@ def run_worker(config: Config, *, max_trials: int | None = None, progress: bool 
     Raises:
         StudyError: the study does not exist, or this machine reads different data.
     """
-    from automl.search.objective import configure_device
-    from automl.search.tune import check_weights, log_trial, optimize, prepare_splits
-
     paths = paths_for(config)
     splits = prepare_splits(config)
-    splits_dict = splits.to_dict()
     if paths.splits.is_file():
         splits.check_matches(paths.splits)
     storage = open_storage(config)
+    existing = _existing_study(config, storage)
+    _check_same_data(config, existing, splits)
+    check_weights(config)
+    study = optuna.load_study(
+        study_name=config.study.name,
+        storage=storage,
+        sampler=make_sampler(
+            config, n_existing_trials=len(existing.get_trials(deepcopy=False)), salt=_salt()
+        ),
+        pruner=make_pruner(config),
+    )
+    n_trials = config.study.n_trials
+    fail_stale_trials(study)  # dead workers' trials are not "taken"
+    if trials_to_start(study.get_trials(deepcopy=False), n_trials) == 0:
+        logger.info("study '%s' has all its %d trials; nothing to do", config.study.name, n_trials)
+        return 0
+    record_device(study, config)
+    ran = 0
+
+    def count(_study: optuna.Study, _trial: FrozenTrial) -> None:
+        nonlocal ran
+        ran += 1
+
+    callbacks = [log_trial, count, *stop_at_n_trials(n_trials)]
+    optimize(study, config, splits, n_trials=max_trials, callbacks=callbacks, progress=progress)
+    return ran
+
+
+def _existing_study(config: Config, storage: optuna.storages.BaseStorage) -> optuna.Study:
     try:
-        existing = optuna.load_study(study_name=config.study.name, storage=storage)
+        return optuna.load_study(study_name=config.study.name, storage=storage)
     except KeyError as exc:
         raise StudyError(
             f"--study {config.study.name}: its storage holds no such study; run `automl tune "
-            f"--space {paths.config}` to start it."
+            f"--space {paths_for(config).config}` to start it."
         ) from exc
-    expected = existing.user_attrs.get(SPLITS_ATTR)
+
+
+def _check_same_data(config: Config, study: optuna.Study, splits: Splits) -> None:
+    """Refuse data whose splits differ from the study's; save them here on a new machine."""
+    splits_dict = splits.to_dict()
+    expected = study.user_attrs.get(SPLITS_ATTR)
     if expected is not None and expected != splits_fingerprint(splits_dict):
         raise StudyError(
             f"--study {config.study.name}: this machine reads different data than the study was "
             f"created with (data.path {config.data.source.path}); mount the same data at the "
             "same path, or fix the copy."
         )
+    paths = paths_for(config)
     if not paths.splits.is_file():
         atomic_write_text(paths.splits, json.dumps(splits_dict))
-    check_weights(config)
-    trials = existing.get_trials(deepcopy=False)
-    study = optuna.load_study(
-        study_name=config.study.name,
-        storage=storage,
-        sampler=make_sampler(config, n_existing_trials=len(trials), salt=_salt()),
-        pruner=make_pruner(config),
-    )
-    n_trials = config.study.n_trials
-    fail_stale_trials(study)  # dead workers' trials are not "taken"
-
-    def taken() -> int:  # finished, or running in another worker now
-        return _count(study.get_trials(deepcopy=False), (*_COUNTED, TrialState.RUNNING))
-
-    if n_trials is not None and taken() >= n_trials:
-        logger.info("study '%s' has all its %d trials; nothing to do", config.study.name, n_trials)
-        return 0
-    study.set_user_attr("device", configure_device(config.training.mixed_precision))
-    ran = [0]
-
-    def after_trial(current: optuna.Study, _trial: FrozenTrial) -> None:
-        ran[0] += 1
-        # Like MaxTrialsCallback, but trials other workers run now count too: a worker that
-        # joins late does not push the study past n_trials.
-        if n_trials is not None and taken() >= n_trials:
-            current.stop()
-
-    optimize(
-        study,
-        config,
-        splits,
-        n_trials=max_trials,
-        callbacks=[log_trial, after_trial],
-        progress=progress,
-    )
-    return ran[0]
 
 
 def _salt() -> int:

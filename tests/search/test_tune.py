@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 from conftest import real_image_array
-from optuna.trial import TrialState
 
 from automl.config.schema import load_config
 from automl.errors import ConfigError, DataError, StudyError
-from automl.search.tune import optimize_past_lapses, run_tune
+from automl.search.tune import run_tune
 
 DIGITS = """
 study: {{name: refused, n_trials: 1, storage: "{storage}", studies_dir: {studies}}}
@@ -95,34 +92,3 @@ def test_a_target_recall_on_a_multiclass_task_is_refused_before_any_trial(
     ):
         run_tune(load_config(path), progress=False)
     assert not (tmp_path / "studies").exists()
-
-
-def test_a_trial_failed_by_another_process_meanwhile_does_not_end_the_run(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # What another worker's heartbeat sweep does when this worker's beat lapsed: it fails the
-    # running trial in the storage. Optuna's tell then raises; the run must go on.
-    study = optuna.create_study(direction="maximize")
-
-    def objective(trial: optuna.Trial) -> float:
-        if trial.number == 1:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        return float(trial.number)
-
-    with caplog.at_level(logging.WARNING, logger="automl.search.tune"):
-        optimize_past_lapses(study, objective, n_trials=4, timeout=None, catch=(), callbacks=[])
-    states = [t.state for t in study.trials]
-    assert states == [
-        TrialState.COMPLETE,
-        TrialState.FAIL,
-        TrialState.COMPLETE,
-        TrialState.COMPLETE,
-    ]
-    assert "failed by another process" in caplog.text
-
-    # Any other error is still raised.
-    def raising(trial: optuna.Trial) -> float:
-        raise ValueError("a bug in the objective")
-
-    with pytest.raises(ValueError, match="a bug in the objective"):
-        optimize_past_lapses(study, raising, n_trials=1, timeout=None, catch=(), callbacks=[])

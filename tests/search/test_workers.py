@@ -26,12 +26,24 @@ from typer.testing import CliRunner
 
 from automl.cli.main import app
 from automl.config.schema import load_config
-from automl.errors import ConfigError
-from automl.search.attrs import DEVICES_ATTR, RETRY_OF, WORKER_ATTR
+from automl.errors import ConfigError, StudyError
+from automl.search.attrs import (
+    BATCH_SIZE_USED,
+    DEVICES_ATTR,
+    FAIL_REASON,
+    FOLD_SCORES,
+    HEARTBEAT_ATTR,
+    OOM_RETRY,
+    RETRY_OF,
+    REUSED_FOLDS,
+    SEED,
+    TRIAL_DIR,
+    WORKER_ATTR,
+)
 from automl.search.heartbeat import fail_stale_trials
 from automl.search.paths import paths_for
 from automl.search.storage import create_or_load, leaderboard_rows, load_study
-from automl.search.workers import Slot, plan_slots
+from automl.search.workers import Slot, plan_slots, supervise
 
 runner = CliRunner()
 
@@ -129,7 +141,7 @@ def test_journal_heartbeat_fails_a_killed_workers_trial_and_retries_its_paramete
     study, number = kill_and_retry(space)
     dead = study.trials[number]
     assert dead.state == TrialState.FAIL
-    assert "automl:heartbeat" in dead.system_attrs
+    assert HEARTBEAT_ATTR in dead.system_attrs
     retry = study.trials[number + 1]
     assert retry.state == TrialState.WAITING
     assert retry.params == dead.params
@@ -144,7 +156,7 @@ def test_journal_heartbeat_fails_a_killed_workers_trial_and_retries_its_paramete
     assert quick.wait(timeout=60) == 0
     retried = study.trials[number + 1]
     assert retried.state == TrialState.COMPLETE and retried.value == dead.params["x"]
-    reasons = {r["trial"]: r["fail_reason"] for r in leaderboard_rows(study)}
+    reasons = {r.number: r.fail_reason for r in leaderboard_rows(study)}
     assert reasons[number] == f"its worker stopped (no heartbeat); retried as trial {number + 1}"
 
 
@@ -179,6 +191,19 @@ def test_cli_errors_are_one_line(tmp_path: Path, data_root: Path) -> None:
     assert "--study nope: no study at" in missing.stderr and "--storage" in missing.stderr
 
 
+def test_a_worker_refusing_its_input_stops_the_supervisor_with_its_message(
+    tmp_path: Path, data_root: Path
+) -> None:
+    # The study exists in its storage, but its folder lacks config.yaml: the worker process the
+    # supervisor starts cannot load it, says so on its error line and exits; no retry helps.
+    config = load_config(study_file(tmp_path, data_root))
+    study = create_or_load(config)
+    assert not paths_for(config).config.exists()
+    with pytest.raises(StudyError, match=r"^worker 0: --study cells: no study at .*--storage"):
+        supervise(config, study, [Slot(0)])
+    assert study.get_trials(deepcopy=False) == []
+
+
 def test_heartbeat_settings_are_checked(tmp_path: Path, data_root: Path) -> None:
     space = study_file(tmp_path, data_root)
     with pytest.raises(ConfigError, match="grace_period=1 must be longer than"):
@@ -195,14 +220,14 @@ def test_out_of_memory_retries_once_with_half_the_batch_size(
 ) -> None:
     import tensorflow as tf
 
-    import automl.search.objective
+    import automl.nn.fit
     from automl.search.objective import Objective, TrialFailed
-    from automl.search.tune import prepare_splits
+    from automl.search.session import prepare_splits
 
     config = load_config(study_file(tmp_path, data_root, n_trials=2, epochs="1"))
     splits = prepare_splits(config)
     study = create_or_load(config)
-    build_model = automl.search.objective.build_model
+    build_model = automl.nn.fit.build_model
     limit = {"batch_size": 4}  # "GPU memory" for at most 4 images per batch
 
     def model_that_runs_out_of_memory(*args, **kwargs):
@@ -223,25 +248,25 @@ def test_out_of_memory_retries_once_with_half_the_batch_size(
         model.train_step = step
         return model
 
-    monkeypatch.setattr(automl.search.objective, "build_model", model_that_runs_out_of_memory)
+    monkeypatch.setattr(automl.nn.fit, "build_model", model_that_runs_out_of_memory)
     objective = Objective(config, splits, paths_for(config).root)
     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     first = study.trials[0]
     assert first.state == TrialState.COMPLETE
-    assert first.user_attrs["oom_retry"] == (
+    assert first.user_attrs[OOM_RETRY] == (
         "out of memory at batch_size=8; retried once at batch_size=4"
     )
-    assert first.user_attrs["batch_size_used"] == 4
-    assert len(first.user_attrs["fold_scores"]) == 2
+    assert first.user_attrs[BATCH_SIZE_USED] == 4
+    assert len(first.user_attrs[FOLD_SCORES]) == 2
 
     limit["batch_size"] = 2  # now half the batch does not fit either: the trial fails
     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     second = study.trials[1]
     assert second.state == TrialState.FAIL
-    assert second.user_attrs["fail_reason"].startswith(
+    assert second.user_attrs[FAIL_REASON].startswith(
         "out of memory at batch_size=8 and again at batch_size=4"
     )
-    assert not Path(second.user_attrs["trial_dir"]).exists()
+    assert not Path(second.user_attrs[TRIAL_DIR]).exists()
 
 
 def _tune_process(space: Path, *args: str) -> subprocess.Popen[str]:
@@ -315,8 +340,8 @@ def test_kill_9_of_a_gpu_pinned_worker_mid_trial_is_retried_with_its_finished_fo
     assert trials[victim.number].state == TrialState.FAIL
     retry = next(t for t in trials if t.user_attrs.get(RETRY_OF) == victim.number)
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
-    assert retry.user_attrs["reused_folds"] == [0]  # fold 0 was not trained again
-    assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    assert retry.user_attrs[REUSED_FOLDS] == [0]  # fold 0 was not trained again
+    assert retry.user_attrs[SEED] == victim.user_attrs[SEED]
     assert not (folder / f"{victim.number:05d}").exists()
     # One fresh process per trial, each pinned to one of the two "GPUs"; two trials that ran
     # at the same time were on different GPUs.

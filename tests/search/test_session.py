@@ -1,0 +1,132 @@
+"""``automl.search.session``: the stop rule on a real shared study, the run loop, the summary.
+
+The stop rule is checked on a journal study file that two "workers" (two Optuna handles on the
+same file, as two processes would hold) fill through Optuna's API, with one trial still RUNNING:
+it counts as taken, a failed trial and a queued retry do not.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from automl.search.attrs import CV_STD, FOLD_SCORES, RETRY_OF
+from automl.search.session import (
+    best_summary,
+    optimize_past_lapses,
+    stop_at_n_trials,
+    trials_missing,
+    trials_to_start,
+)
+
+
+def _worker(journal: Path) -> optuna.Study:
+    """One worker's handle on the shared study (created by the first)."""
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.create_study(
+        study_name="shared", storage=storage, direction="maximize", load_if_exists=True
+    )
+
+
+def _shared_study(tmp_path: Path) -> tuple[optuna.Study, optuna.Study]:
+    """Worker A: 2 complete, 1 pruned. Worker B: 1 complete, 1 failed, 1 running, 1 queued."""
+    journal = tmp_path / "study.journal"
+    a, b = _worker(journal), _worker(journal)
+    for value in (0.5, 0.7):
+        a.tell(a.ask(), value)
+    a.tell(a.ask(), state=TrialState.PRUNED)
+    b.tell(b.ask(), 0.6)
+    failed = b.ask()
+    b.tell(failed, state=TrialState.FAIL)
+    b.ask()  # running: its worker has not told a result yet
+    b.enqueue_trial({}, user_attrs={RETRY_OF: failed.number})  # waiting for a worker
+    return a, b
+
+
+def test_the_stop_rule_counts_every_workers_finished_and_running_trials(tmp_path: Path) -> None:
+    a, b = _shared_study(tmp_path)
+    trials = a.get_trials(deepcopy=False)
+    assert len(trials) == 7 and trials == b.get_trials(deepcopy=False)  # one shared study
+    assert [t.state for t in trials].count(TrialState.RUNNING) == 1
+    # 4 finished (3 complete + 1 pruned); the failed and the waiting trial count for nothing.
+    assert trials_missing(trials, 10) == 6
+    assert trials_to_start(trials, 10) == 5  # the running trial will finish as well
+    assert trials_missing(trials, 4) == 0 and trials_to_start(trials, 4) == 0
+    assert trials_missing(trials, 5) == 1 and trials_to_start(trials, 5) == 0
+    assert trials_missing(trials, None) is None and trials_to_start(trials, None) is None
+
+
+def test_the_stop_callback_stops_a_worker_when_the_shared_study_is_full(tmp_path: Path) -> None:
+    a, b = _shared_study(tmp_path)
+    ran = []
+
+    def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        return 0.1
+
+    # 4 finished and 1 running of 7: worker A may run 2 more (the queued retry first).
+    a.optimize(objective, n_trials=10, callbacks=stop_at_n_trials(7))
+    assert ran == [6, 7]
+    assert trials_to_start(b.get_trials(deepcopy=False), 7) == 0
+    assert stop_at_n_trials(None) == []
+
+
+def test_best_summary_is_the_best_trial_typed_and_counts_the_pareto_front() -> None:
+    study = optuna.create_study(direction="maximize")
+    assert best_summary(study) is None
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    assert best_summary(study) is None  # no completed trial yet
+    for value, std in ((0.6, 0.02), (0.8, 0.01), (0.7, 0.03)):
+        trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(0.001, 0.1)})
+        trial.set_user_attr(CV_STD, std)
+        trial.set_user_attr(FOLD_SCORES, [value - std, value + std])
+        study.tell(trial, value)
+    best = best_summary(study)
+    assert best is not None and best.pareto_size is None
+    assert (best.trial.number, best.trial.value, best.trial.cv_std) == (2, 0.8, 0.01)
+    assert best.trial.fold_scores == pytest.approx([0.79, 0.81])
+    assert best.trial.params == study.trials[2].params
+
+    # Accuracy up, latency down: trials 0 and 1 trade off, trial 2 is worse than trial 1.
+    both = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ((0.9, 20.0), (0.8, 5.0), (0.7, 9.0)):
+        both.tell(both.ask(), values)
+    best = best_summary(both)
+    assert best is not None and best.trial.number == 0 and best.pareto_size == 2
+
+
+def test_a_trial_failed_by_another_process_meanwhile_does_not_end_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What another worker's heartbeat sweep does when this worker's beat lapsed: it fails the
+    # running trial in the storage. Optuna's tell then raises; the run must go on.
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return float(trial.number)
+
+    with caplog.at_level(logging.WARNING, logger="automl.search.session"):
+        optimize_past_lapses(study, objective, n_trials=4, timeout=None, catch=(), callbacks=[])
+    states = [t.state for t in study.trials]
+    assert states == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    assert "failed by another process" in caplog.text
+
+    # Any other error is still raised.
+    def raising(trial: optuna.Trial) -> float:
+        raise ValueError("a bug in the objective")
+
+    with pytest.raises(ValueError, match="a bug in the objective"):
+        optimize_past_lapses(study, raising, n_trials=1, timeout=None, catch=(), callbacks=[])
