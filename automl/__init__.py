@@ -4,7 +4,8 @@ The Python API mirrors the command line::
 
     config = automl.load_config("search_spaces/quickstart.yaml")
     result = automl.run_tune(config)                 # start or resume the study
-    manifest = automl.run_ensemble(config, result.study)
+    ensemble = automl.run_ensemble(config, result.study)   # an EnsembleResult
+    print(ensemble.holdout.ensemble.accuracy if ensemble.holdout else ensemble.out_of_fold)
     automl.run_predict(config, Path("new_images/"), Path("predictions.csv"))
 
 TensorFlow is imported only by the functions that train or predict.
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DownloadError",
+    "EnsembleResult",
     "SpaceError",
     "StudyError",
     "config_from_dict",
@@ -48,6 +50,10 @@ def __getattr__(name: str):  # lazy: keep `import automl` free of TensorFlow
         from automl.ensemble.build import run_ensemble
 
         return run_ensemble
+    if name == "EnsembleResult":
+        from automl.ensemble.manifest import EnsembleResult
+
+        return EnsembleResult
     if name == "run_predict":
         from automl.ensemble.predict import run_predict
 

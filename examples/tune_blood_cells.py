@@ -96,14 +96,15 @@ def main() -> int:
         source="examples/tune_blood_cells.py",
     )
     result = automl.run_tune(config, progress=True)
-    manifest = automl.run_ensemble(config, result.study)
-    holdout = manifest["holdout"]
+    ensemble = automl.run_ensemble(config, result.study)  # an EnsembleResult
     print(f"trials: {result.counts}")
     print(f"best CV {config.study.metric}: {result.study.best_value:.4f}")
-    print(
-        f"hold-out accuracy: ensemble {holdout['ensemble']['accuracy']:.4f}, "
-        f"best single trial {holdout['best_single_trial']['accuracy']:.4f}"
-    )
+    print(f"members (trial x weight): {[(m.trial, m.weight) for m in ensemble.members]}")
+    if ensemble.holdout is not None:
+        print(
+            f"hold-out accuracy: ensemble {ensemble.holdout.ensemble.accuracy:.4f}, "
+            f"best single trial {ensemble.holdout.best_single_trial.scores.accuracy:.4f}"
+        )
     prediction = automl.run_predict(config, images / "TEST_SIMPLE", args.work / "predictions.csv")
     print(f"predictions: {prediction.out} ({prediction.n_images} images)")
     return 0

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,7 +22,10 @@ import typer  # noqa: E402
 
 from automl.config.schema import Config, load_config  # noqa: E402
 from automl.console import filter_stderr  # noqa: E402
-from automl.errors import AutoMLError  # noqa: E402
+from automl.errors import EXIT_INPUT_ERROR, AutoMLError, error_line  # noqa: E402
+
+if TYPE_CHECKING:  # only for annotations: the ensemble's modules load scikit-learn
+    from automl.ensemble.manifest import EnsembleResult, Scores, TrialScores
 
 app = typer.Typer(
     help="Optuna-driven AutoML for Keras image classifiers.",
@@ -73,13 +76,18 @@ def _run(action: Callable[[], T]) -> T:
     except AutoMLError as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _refuse(str(exc))
     except KeyboardInterrupt:
         typer.echo(
             "interrupted: finished trials are saved; run the same command to resume.", err=True
         )
         raise typer.Exit(130) from None
+
+
+def _refuse(message: str) -> NoReturn:
+    """Stop with the input-error contract of ``automl.errors``: one ``error:`` line, status 2."""
+    typer.echo(error_line(message), err=True)
+    raise typer.Exit(EXIT_INPUT_ERROR) from None
 
 
 def _tune_overrides(
@@ -130,7 +138,8 @@ def tune(
     ] = None,
 ) -> None:
     """Start or resume a study: k-fold trials with pruning, then a summary."""
-    from automl.search.tune import best_summary, run_tune
+    from automl.search.session import best_summary
+    from automl.search.tune import run_tune
 
     items = _tune_overrides(overrides, study_name, storage, n_trials, timeout, seed, studies_dir)
     config = _run(lambda: load_config(space, items))
@@ -149,14 +158,13 @@ def tune(
     if best is None:
         typer.echo("best:     no completed trial yet")
     else:
-        std = f" ± {best['cv_std']:.4f}" if best["cv_std"] is not None else ""
-        typer.echo(
-            f"best:     trial {best['trial']}, {config.study.metric} {best['value']:.4f}{std}"
-        )
-        typer.echo(f"params:   {json.dumps(best['params'], default=str)}")
-        if best["pareto"] is not None:
+        trial = best.trial
+        std = f" ± {trial.cv_std:.4f}" if trial.cv_std is not None else ""
+        typer.echo(f"best:     trial {trial.number}, {config.study.metric} {trial.value:.4f}{std}")
+        typer.echo(f"params:   {json.dumps(trial.params, default=str)}")
+        if best.pareto_size is not None:
             typer.echo(
-                f"pareto:   {best['pareto']} trial(s) on the {config.study.metric} vs latency "
+                f"pareto:   {best.pareto_size} trial(s) on the {config.study.metric} vs latency "
                 f"front: automl show --study {config.study.name}"
             )
     typer.echo(
@@ -172,7 +180,7 @@ def validate(
     samples: Annotated[int, typer.Option(help="Configurations to sample and print.")] = 3,
 ) -> None:
     """Check the file and the data, print parameters and sample configurations; no training."""
-    from automl.search.tune import prepare_splits
+    from automl.search.session import prepare_splits
 
     config = _run(lambda: load_config(space, list(overrides or [])))
     splits = _run(lambda: prepare_splits(config))
@@ -205,6 +213,10 @@ def validate(
 def _describe(dist: optuna.distributions.BaseDistribution) -> str:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return f"categorical {list(dist.choices)}"
+    if not isinstance(
+        dist, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution)
+    ):
+        return repr(dist)  # automl's spaces build only these three kinds
     kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
     extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
     return f"{kind} [{dist.low}, {dist.high}]{extra}"
@@ -234,29 +246,25 @@ def show(
     config, optuna_study = _open(study, studies_dir)
     rows = leaderboard_rows(optuna_study)
     maximize = config.study.direction == "maximize"
-    rows.sort(
-        key=lambda r: (r["value"] is None, -(r["value"] or 0) if maximize else (r["value"] or 0))
-    )
+    rows.sort(key=lambda r: (r.value is None, -(r.value or 0) if maximize else (r.value or 0)))
     if top is not None:
-        rows = [r for r in rows if r["state"] == "complete"][:top]
+        rows = [r for r in rows if r.complete][:top]
     typer.echo(f"{'trial':>5}  {'state':<8}  {config.study.metric:>16}  {'folds':<30}  params")
     for r in rows:
-        value = "" if r["value"] is None else f"{r['value']:.4f}"
-        if r["cv_std"] is not None and r["value"] is not None:
-            value += f" ± {r['cv_std']:.4f}"
-        folds = " ".join(f"{s:.3f}" for s in r["fold_scores"])
+        value = "" if r.value is None else f"{r.value:.4f}"
+        if r.cv_std is not None and r.value is not None:
+            value += f" ± {r.cv_std:.4f}"
+        folds = " ".join(f"{s:.3f}" for s in r.fold_scores)
         note = ""
-        if r["state"] == "pruned":
-            note = f" [pruned at step {r['pruned_at_step']}]"
-        elif r["state"] == "fail":
-            note = f" [{r['fail_reason']}]"
-        if config.study.latency_objective and r["latency_ms"] is not None:
-            note += f" [{r['latency_ms']:.1f} ms/image" + (
-                ", Pareto front]" if r["pareto"] else "]"
-            )
+        if r.state == "pruned":
+            note = f" [pruned at step {r.pruned_at_step}]"
+        elif r.state == "fail":
+            note = f" [{r.fail_reason}]"
+        if config.study.latency_objective and r.latency_ms is not None:
+            note += f" [{r.latency_ms:.1f} ms/image" + (", Pareto front]" if r.pareto else "]")
         typer.echo(
-            f"{r['trial']:>5}  {r['state']:<8}  {value:>16}  {folds:<30}  "
-            f"{json.dumps(r['params'], default=str)}{note}"
+            f"{r.number:>5}  {r.state:<8}  {value:>16}  {folds:<30}  "
+            f"{json.dumps(r.params, default=str)}{note}"
         )
     counts = finished_counts(optuna_study)
     typer.echo(
@@ -290,22 +298,18 @@ def ensemble(
     from automl.search.paths import paths_for
 
     if vote is not None and vote not in ("majority", "soft"):
-        typer.echo(f"error: --vote must be majority or soft, got {vote!r}.", err=True)
-        raise typer.Exit(2)
+        _refuse(f"--vote must be majority or soft, got {vote!r}.")
     if selection is not None and selection not in ("greedy", "top_k"):
-        typer.echo(f"error: --selection must be greedy or top_k, got {selection!r}.", err=True)
-        raise typer.Exit(2)
+        _refuse(f"--selection must be greedy or top_k, got {selection!r}.")
     if selection == "greedy" and top is not None:
-        typer.echo(
-            "error: --top sets the size of a top_k ensemble; greedy selection sizes its own. "
-            "Drop --top or use --selection top_k.",
-            err=True,
+        _refuse(
+            "--top sets the size of a top_k ensemble; greedy selection sizes its own. "
+            "Drop --top or use --selection top_k."
         )
-        raise typer.Exit(2)
     if selection is None and top is not None:
         selection = "top_k"  # `--top K` kept its meaning from before greedy selection existed
     config, optuna_study = _open(study, studies_dir)
-    manifest = _run(
+    result = _run(
         lambda: run_ensemble(
             config,
             optuna_study,
@@ -316,21 +320,21 @@ def ensemble(
             progress=progress,
         )
     )
-    for line in _ensemble_lines(manifest):
+    for line in _ensemble_lines(result):
         typer.echo(line)
-    if manifest.get("shortfall"):
-        typer.echo(f"note:     {manifest['shortfall']}")
-    holdout = manifest["holdout"]
-    chosen = manifest.get("threshold")
+    if result.shortfall:
+        typer.echo(f"note:     {result.shortfall}")
+    holdout = result.holdout
+    chosen = result.threshold
     if chosen:
         line = (
-            f"threshold: '{chosen['positive_class']}' at p >= {chosen['threshold']:.4f} for "
-            f"recall {chosen['target_recall']:g}: out-of-fold recall {chosen['recall']:.4f}, "
-            f"precision {chosen['precision']:.4f}"
+            f"threshold: '{chosen.positive_class}' at p >= {chosen.threshold:.4f} for "
+            f"recall {chosen.target_recall:g}: out-of-fold recall {chosen.recall:.4f}, "
+            f"precision {chosen.precision:.4f}"
         )
-        at = (holdout or {}).get("at_threshold")
+        at = holdout.at_threshold if holdout else None
         if at:
-            line += f"; hold-out recall {at['recall']:.4f}, precision {at['precision']:.4f}"
+            line += f"; hold-out recall {at.recall:.4f}, precision {at.precision:.4f}"
         typer.echo(line)
     out = paths_for(config).ensemble
     typer.echo(
@@ -339,56 +343,51 @@ def ensemble(
     )
 
 
-def _ensemble_lines(manifest: dict[str, Any]) -> list[str]:
+def _ensemble_lines(result: EnsembleResult) -> list[str]:
     """Members with weights, the selection curve and the out-of-fold scores of ``ensemble``."""
-    members = manifest["members"]
-    chosen_by = manifest.get("selection", "top_k")
+    members = result.members
     lines = [
-        f"ensemble: {len(members)} trials x folds = {manifest['n_models']} models "
-        f"({manifest.get('n_votes', manifest['n_models'])} votes), {manifest['vote']} vote, "
-        f"{chosen_by} selection from {manifest.get('library_size', len(members))} trials"
+        f"ensemble: {len(members)} trials x folds = {result.n_models} models "
+        f"({result.n_votes} votes), {result.vote} vote, "
+        f"{result.selection} selection from {result.library_size} trials"
     ]
 
     def score(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    lines.append(f"members (trial x weight, CV and out-of-fold {manifest['metric']}):")
+    lines.append(f"members (trial x weight, CV and out-of-fold {result.metric}):")
     lines += [
-        f"  #{m['trial']} x{m.get('weight', 1):<4}CV {m['cv_value']:.4f}   "
-        f"out-of-fold {score(m.get('oof_score'))}"
+        f"  #{m.trial} x{m.weight:<4}CV {m.cv_value:.4f}   out-of-fold {score(m.oof_score)}"
         for m in members
     ]
-    curve = manifest.get("selection_curve") or []
-    if curve:
-        lines.append(
-            f"selection: out-of-fold {manifest['metric']} of the ensemble after each step"
-        )
+    if result.selection_curve:
+        lines.append(f"selection: out-of-fold {result.metric} of the ensemble after each step")
         lines += [
-            f"  step {step['step']:>2}: +trial {step['trial']:<6}{step['score']:.4f}"
-            for step in curve
+            f"  step {step.step:>2}: +trial {step.trial:<6}{step.score:.4f}"
+            for step in result.selection_curve
         ]
-    oof, single = manifest.get("out_of_fold"), manifest.get("out_of_fold_best_single_trial")
+    oof, single = result.out_of_fold, result.out_of_fold_best_single_trial
     if oof:
         lines.append("out-of-fold (what the selection saw; optimistic):")
         lines += _score_table([("ensemble", oof)] + ([_best_row(single)] if single else []))
-    holdout = manifest.get("holdout")
+    holdout = result.holdout
     if holdout:
-        lines.append(f"hold-out ({holdout['n_images']} images):")
-        rows = [("ensemble", holdout["ensemble"]), _best_row(holdout["best_single_trial"])]
-        if holdout.get("ensemble_tta"):
-            rows.append(("ensemble + TTA (flips)", holdout["ensemble_tta"]))
+        lines.append(f"hold-out ({holdout.n_images} images):")
+        rows = [("ensemble", holdout.ensemble), _best_row(holdout.best_single_trial)]
+        if holdout.ensemble_tta:
+            rows.append(("ensemble + TTA (flips)", holdout.ensemble_tta))
         lines += _score_table(rows)
     return lines
 
 
-def _best_row(scores: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return f"best trial #{scores['trial']}", scores
+def _best_row(single: TrialScores) -> tuple[str, Scores]:
+    return f"best trial #{single.trial}", single.scores
 
 
-def _score_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def _score_table(rows: list[tuple[str, Scores]]) -> list[str]:
     lines = [f"  {'':<22}{'accuracy':>10}{'balanced':>10}{'macro-F1':>10}"]
     lines += [
-        f"  {label:<22}{s['accuracy']:>10.4f}{s['balanced_accuracy']:>10.4f}{s['macro_f1']:>10.4f}"
+        f"  {label:<22}{s.accuracy:>10.4f}{s.balanced_accuracy:>10.4f}{s.macro_f1:>10.4f}"
         for label, s in rows
     ]
     return lines
@@ -441,8 +440,8 @@ def predict(
     )
     if result.threshold is not None:
         typer.echo(
-            f"threshold: '{result.threshold['positive_class']}' at p >= "
-            f"{float(result.threshold['threshold']):.4f}"
+            f"threshold: '{result.threshold.positive_class}' at p >= "
+            f"{result.threshold.threshold:.4f}"
         )
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files", err=True)
@@ -535,8 +534,7 @@ def audit(
     from automl.data.audit.report import run_audit, summary_lines, write_reports
 
     if (space is None) == (data is None):
-        typer.echo("error: give exactly one of --space FILE or --data PATH.", err=True)
-        raise typer.Exit(2)
+        _refuse("give exactly one of --space FILE or --data PATH.")
     if space is not None:
         config = _run(lambda: load_config(space, list(overrides or [])))
         folder = out or config.study.directory / "audit"

@@ -2,125 +2,76 @@
 
 Members come from ``ensemble.selection`` (see ``selection.py``): ``greedy`` (the default) is
 greedy forward selection with replacement over every completed trial with out-of-fold
-probabilities (``oof.npz``) and fold models on disk, which gives each member a weight (how many
-times it was chosen); ``top_k`` takes the ``top_k`` completed trials by CV value (ties: lower
-trial number), weight 1 each. Every fold model of every member votes with its trial's weight;
-the rule is ``ensemble.vote``: ``majority`` (ties broken by the higher mean probability, see
-``voting.py``) or ``soft``.
+probabilities (``oof.npz``) and fold models on disk (``library.py``), which gives each member a
+weight (how many times it was chosen); ``top_k`` takes the ``top_k`` completed trials by CV
+value (ties: lower trial number), weight 1 each. Every fold model of every member votes with
+its trial's weight; the rule is ``ensemble.vote``: ``majority`` (ties broken by the higher mean
+probability, see ``voting.py``) or ``soft``.
 
 Scores are written side by side: the ensemble and the best single trial (the best CV value
 among trials with fold models; its own fold models voting by the same rule), out-of-fold (each
 member's out-of-fold probabilities voting with its weight, no hold-out needed; this is what the
-selection optimised, so it is optimistic) and on the hold-out (the honest estimate). Everything
-goes to ``<study>/ensemble/``: ``ensemble.json`` (members with weights and model paths, the
-selection curve, scores; what ``predict`` and ``export`` read), the hold-out confusion matrix as
-CSV and PNG, and the hold-out predictions CSV. Manifests written before weights existed have no
-``weight``; readers take 1.
+selection optimised, so it is optimistic) and on the hold-out (the honest estimate). The result
+is an :class:`~automl.ensemble.manifest.EnsembleResult`; everything goes to
+``<study>/ensemble/``: ``ensemble.json`` (the result: members with weights and model paths, the
+selection curve, scores; what ``predict`` and ``export`` read, see ``manifest.py``), the
+hold-out confusion matrix as CSV and PNG, and the hold-out predictions CSV.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
 from automl.config.schema import SELECTION_METHODS, Config, check_target_recall
+from automl.data.readers import ImageSet
+from automl.ensemble.library import Member, load_oof, select_members, trial_library
+from automl.ensemble.manifest import (
+    MANIFEST,
+    EnsembleMember,
+    EnsembleResult,
+    HoldoutScores,
+    Rates,
+    Scores,
+    TrialScores,
+)
 from automl.ensemble.note import save_ensemble_note
 from automl.ensemble.outputs import predictions_frame
-from automl.ensemble.selection import (
-    Selection,
-    greedy_selection,
-    top_k_selection,
-)
+from automl.ensemble.selection import Selection, greedy_selection, top_k_selection
 from automl.ensemble.thresholds import Threshold, choose_threshold, rates_at
 from automl.ensemble.voting import Vote, vote
 from automl.errors import ConfigError, StudyError
-from automl.files import write_frame_csv, write_json
-from automl.metrics import METRICS, classification_report, score_predictions
+from automl.files import write_frame_csv
+from automl.metrics import classification_report, score_predictions
 from automl.plots import write_confusion_matrix
-from automl.search.paths import paths_for, trial_folder
-from automl.search.storage import top_trials
+from automl.search.attrs import ENSEMBLE_ATTR
+from automl.search.paths import artifacts_root, paths_for, trial_folder
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "ensemble.json"
-_SUMMARY_METRICS = METRICS
+__all__ = [
+    "MANIFEST",
+    "Member",
+    "load_manifest",
+    "member_weights",
+    "run_ensemble",
+    "select_members",
+    "trial_library",
+]
 
 
 @dataclass(frozen=True)
-class Member:
-    """One trial of the ensemble and its fold models.
+class _Oof:
+    """The study's tuning labels and every candidate's out-of-fold probabilities."""
 
-    Attributes:
-        trial: the trial number.
-        value: its study value (CV score).
-        models: paths of its ``fold_<k>.keras`` models, in fold order.
-        oof_path: its ``oof.npz`` (out-of-fold probabilities); may not exist.
-        weight: how many votes each of its fold models casts (greedy selection's multiplicity).
-    """
-
-    trial: int
-    value: float
-    models: tuple[str, ...]
-    oof_path: str
-    weight: int = 1
-
-
-def trial_library(
-    study: optuna.Study, folder_of: Callable[[int], Path] | None = None, limit: int | None = None
-) -> list[Member]:
-    """Completed trials whose fold models are on disk, best CV value first (ties: lower number).
-
-    ``folder_of(number)`` finds a trial's folder on this machine (``study.artifacts_dir``); a
-    worker on another machine recorded its own path in ``trial_dir``, the fallback. ``limit``
-    stops after that many trials. A trial without fold models is left out with a warning.
-
-    Raises:
-        StudyError: no completed trial has fold models.
-    """
-    members: list[Member] = []
-    for trial in top_trials(study, len(study.trials)):
-        if limit is not None and len(members) >= limit:
-            break
-        if folder_of is not None:
-            folder = folder_of(trial.number)
-        else:
-            folder = Path(trial.user_attrs.get("trial_dir", ""))
-        models = sorted(folder.glob("fold_*.keras"), key=lambda p: int(p.stem.split("_")[1]))
-        models = [m for m in models if not m.name.endswith(".tmp.keras")]
-        if not models:
-            logger.warning("trial %d has no fold models in %s; left out", trial.number, folder)
-            continue
-        members.append(
-            Member(
-                trial.number,
-                float(trial.values[0]),
-                tuple(map(str, models)),
-                str(folder / "oof.npz"),
-            )
-        )
-    if not members:
-        raise StudyError(
-            f"study '{study.study_name}' has no completed trial with saved fold models; run "
-            "`automl tune` until at least one trial completes."
-        )
-    return members
-
-
-def select_members(
-    study: optuna.Study, top_k: int, folder_of: Callable[[int], Path] | None = None
-) -> list[Member]:
-    """The best ``top_k`` completed trials whose fold models are on disk (weight 1 each).
-
-    See :func:`trial_library` for ``folder_of`` and the error raised.
-    """
-    return trial_library(study, folder_of, limit=top_k)
+    labels: np.ndarray
+    names: tuple[str, ...]
+    by_trial: dict[int, np.ndarray]
 
 
 def run_ensemble(
@@ -132,8 +83,8 @@ def run_ensemble(
     selection: str | None = None,
     tta: bool = False,
     progress: bool = False,
-) -> dict[str, Any]:
-    """Select, score and save the ensemble; return the manifest written to ``ensemble.json``.
+) -> EnsembleResult:
+    """Select, score and save the ensemble; return what is written to ``ensemble.json``.
 
     Args:
         config: the study's configuration.
@@ -149,8 +100,7 @@ def run_ensemble(
         ConfigError: ``selection`` is not a known method.
         StudyError: no completed trial has fold models, or (greedy) none has ``oof.npz``.
     """
-    from automl.nn.inference import predict_probabilities
-    from automl.search.tune import prepare_splits
+    from automl.search.session import prepare_splits
 
     method = vote_method or config.ensemble.vote
     chosen_by = selection or config.ensemble.selection
@@ -161,153 +111,201 @@ def run_ensemble(
     top_k = (top_k or config.ensemble.top_k) if chosen_by == "top_k" else None
     library = trial_library(study, lambda number: trial_folder(config, number))
     splits = prepare_splits(config, progress=progress)
-    names = splits.tuning.class_names
-    labels = splits.tuning.labels
+    names = tuple(splits.tuning.class_names)
     check_target_recall(config, len(names))
-    oof = _load_oof(library, splits.tuning.ids, len(names))
-    picked: Selection | None
-    if top_k is None:
-        picked = _greedy(config, library, oof, labels, method)
-        by_trial = {m.trial: m for m in library}
-        members = [replace(by_trial[t], weight=w) for t, w in picked.weights]
-    else:
-        picked = _top_k(config, library, oof, labels, method, top_k)
-        members = library[:top_k]
-        if len(members) < top_k:
-            logger.warning(
-                "top_k=%d but only %d completed trials have fold models: the ensemble has %d",
-                top_k,
-                len(members),
-                len(members),
-            )
+    oof = _Oof(splits.tuning.labels, names, load_oof(library, splits.tuning.ids, len(names)))
+    picked, members = _choose(config, library, oof, method, top_k)
     best = library[0]  # the best single trial: the study's best CV value with fold models
-    out_dir = paths_for(config).ensemble
-    metric = config.study.metric
-    manifest: dict[str, Any] = {
-        "study": config.study.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "metric": metric,
-        "selection": chosen_by,
-        "vote": method,
-        "top_k": top_k,
-        "class_names": list(names),
-        "image_size": config.data.image_size,
-        "library_size": picked.library_size if picked is not None else len(library),
-        "members": [
-            {
-                "trial": m.trial,
-                "cv_value": m.value,
-                "weight": m.weight,
-                "oof_score": _single_score(metric, labels, oof.get(m.trial), method),
-                "models": list(m.models),
-            }
-            for m in members
-        ],
-        "n_models": sum(len(m.models) for m in members),
-        "n_votes": sum(m.weight * len(m.models) for m in members),
-        "selection_curve": [step.to_dict() for step in picked.curve] if picked else [],
-        "out_of_fold": None,
-        "out_of_fold_best_single_trial": None,
-        "holdout": None,
-        "threshold": None,
-        # Said in the summary too: fewer members than top_k asked for.
-        "shortfall": (
-            f"top_k={top_k} asked for, {len(members)} completed trials have fold models"
-            if top_k is not None and len(members) < top_k
-            else None
+    result = _out_of_fold(
+        EnsembleResult(
+            study=config.study.name,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            metric=config.study.metric,
+            selection=chosen_by,
+            vote=method,
+            top_k=top_k,
+            class_names=names,
+            image_size=config.data.image_size,
+            library_size=picked.library_size if picked is not None else len(library),
+            members=tuple(_member(config.study.metric, m, oof, method) for m in members),
+            artifacts=artifacts_root(config),
+            selection_curve=picked.curve if picked is not None else (),
+            # Said in the summary too: fewer members than top_k asked for.
+            shortfall=(
+                f"top_k={top_k} asked for, {len(members)} completed trials have fold models"
+                if top_k is not None and len(members) < top_k
+                else None
+            ),
         ),
-    }
-    oof_vote = _oof_vote(members, oof, method)
-    if oof_vote is not None:
-        report = classification_report(labels, oof_vote.labels, oof_vote.probabilities, names)
-        manifest["out_of_fold"] = {k: report[k] for k in _SUMMARY_METRICS}
-    if best.trial in oof:
-        alone = vote(oof[best.trial][np.newaxis], method)
-        report = classification_report(labels, alone.labels, alone.probabilities, names)
-        manifest["out_of_fold_best_single_trial"] = {
-            "trial": best.trial,
-            **{k: report[k] for k in _SUMMARY_METRICS},
-        }
-    threshold = None
-    if config.ensemble.target_recall is not None:
-        if oof_vote is None:  # the threshold is chosen out-of-fold: no silent skipping
-            lacking = [m.trial for m in members if m.trial not in oof]
-            raise StudyError(
-                f"{config.source}: ensemble.target_recall needs every member's out-of-fold "
-                f"predictions, but trials {lacking} have no oof.npz in their folders; remove "
-                "those trials' folders or run `automl tune` for more trials."
-            )
-        threshold = _threshold(config, names, labels, oof_vote.probabilities)
-        manifest["threshold"] = threshold.to_dict()
+        config,
+        members,
+        best,
+        oof,
+    )
     holdout = splits.holdout
     if holdout is None or len(holdout) == 0:
         logger.warning(
             "no hold-out set (holdout_fraction: 0 and no data.test): scored out-of-fold only"
         )
     else:
-        member_models = [path for m in members for path in m.models]
-        model_weights = [m.weight for m in members for _ in m.models]
-        # The best single trial need not be a member under greedy: predict its models too.
-        extra = [] if any(m.trial == best.trial for m in members) else list(best.models)
-        probabilities = predict_probabilities(
-            member_models + extra, holdout.images, progress=progress
+        scores, ensemble_vote = _score_holdout(result, members, best, holdout, tta, progress)
+        result = replace(result, holdout=scores)
+        _write_holdout_files(config, result, scores.ensemble, holdout, ensemble_vote)
+    result.save(paths_for(config).ensemble / MANIFEST)
+    study.set_user_attr(ENSEMBLE_ATTR, _short(result))
+    save_ensemble_note(study, result)  # the study's note in optuna-dashboard
+    return result
+
+
+def load_manifest(config: Config) -> EnsembleResult:
+    """The saved ensemble of a study, its models found on this machine.
+
+    Raises:
+        StudyError: there is no ensemble yet (the message says how to build it), or its file
+            cannot be read.
+    """
+    return EnsembleResult.load(paths_for(config), artifacts_root(config))
+
+
+def member_weights(result: EnsembleResult) -> list[int]:
+    """One weight per fold model of ``result`` (its trial's; 1 in old manifests)."""
+    return result.model_weights()
+
+
+def _choose(
+    config: Config, library: list[Member], oof: _Oof, method: str, top_k: int | None
+) -> tuple[Selection | None, list[Member]]:
+    """The selection (None: top_k without out-of-fold data) and the members it gives."""
+    if top_k is None:
+        picked = _greedy(config, library, oof.by_trial, oof.labels, method)
+        by_trial = {m.trial: m for m in library}
+        return picked, [replace(by_trial[t], weight=w) for t, w in picked.weights]
+    members = library[:top_k]
+    if len(members) < top_k:
+        logger.warning(
+            "top_k=%d but only %d completed trials have fold models: the ensemble has %d",
+            top_k,
+            len(members),
+            len(members),
         )
-        ensemble_vote = vote(probabilities[: len(member_models)], method, model_weights)
-        if extra:
-            single = probabilities[len(member_models) :]
-        else:
-            start = _offset(members, best.trial)
-            single = probabilities[start : start + len(best.models)]
-        single_vote = vote(single, method)
-        ensemble_report = classification_report(
-            holdout.labels, ensemble_vote.labels, ensemble_vote.probabilities, names
+    return _top_k(config, library, oof.by_trial, oof.labels, method, top_k), members
+
+
+def _member(metric: str, member: Member, oof: _Oof, method: str) -> EnsembleMember:
+    return EnsembleMember(
+        trial=member.trial,
+        cv_value=member.value,
+        models=member.models,
+        weight=member.weight,
+        oof_score=_single_score(metric, oof.labels, oof.by_trial.get(member.trial), method),
+    )
+
+
+def _out_of_fold(
+    result: EnsembleResult, config: Config, members: list[Member], best: Member, oof: _Oof
+) -> EnsembleResult:
+    """``result`` with its out-of-fold scores and the decision threshold chosen on them."""
+    ensemble = _oof_vote(members, oof.by_trial, result.vote)
+    if ensemble is not None:
+        result = replace(result, out_of_fold=_summary(oof.labels, ensemble, oof.names))
+    if best.trial in oof.by_trial:
+        alone = vote(oof.by_trial[best.trial][np.newaxis], result.vote)
+        single = TrialScores(best.trial, _summary(oof.labels, alone, oof.names))
+        result = replace(result, out_of_fold_best_single_trial=single)
+    if config.ensemble.target_recall is None:
+        return result
+    if ensemble is None:  # the threshold is chosen out-of-fold: no silent skipping
+        lacking = [m.trial for m in members if m.trial not in oof.by_trial]
+        raise StudyError(
+            f"{config.source}: ensemble.target_recall needs every member's out-of-fold "
+            f"predictions, but trials {lacking} have no oof.npz in their folders; remove "
+            "those trials' folders or run `automl tune` for more trials."
         )
-        single_report = classification_report(
-            holdout.labels, single_vote.labels, single_vote.probabilities, names
+    threshold = _threshold(config, oof.names, oof.labels, ensemble.probabilities)
+    return replace(result, threshold=threshold)
+
+
+def _score_holdout(
+    result: EnsembleResult,
+    members: list[Member],
+    best: Member,
+    holdout: ImageSet,
+    tta: bool,
+    progress: bool,
+) -> tuple[HoldoutScores, Vote]:
+    """The ensemble and the best single trial on the hold-out; also the ensemble's vote."""
+    from automl.nn.inference import predict_probabilities
+
+    names, method = result.class_names, result.vote
+    member_models = [path for m in members for path in m.models]
+    model_weights = [m.weight for m in members for _ in m.models]
+    # The best single trial need not be a member under greedy: predict its models too.
+    extra = [] if any(m.trial == best.trial for m in members) else list(best.models)
+    probabilities = predict_probabilities(member_models + extra, holdout.images, progress=progress)
+    ensemble_vote = vote(probabilities[: len(member_models)], method, model_weights)
+    if extra:
+        single = probabilities[len(member_models) :]
+    else:
+        start = _offset(members, best.trial)
+        single = probabilities[start : start + len(best.models)]
+    single_vote = vote(single, method)
+    scores = HoldoutScores(
+        n_images=len(holdout),
+        ensemble=_report(holdout.labels, ensemble_vote, names),
+        best_single_trial=TrialScores(best.trial, _report(holdout.labels, single_vote, names)),
+    )
+    if tta:
+        # Test-time augmentation (flips), scored next to the plain prediction.
+        flipped = vote(
+            predict_probabilities(member_models, holdout.images, tta=True, progress=progress),
+            method,
+            model_weights,
         )
-        manifest["holdout"] = {
-            "n_images": len(holdout),
-            "ensemble": ensemble_report,
-            "best_single_trial": {"trial": best.trial, **single_report},
-        }
-        if tta:
-            # Test-time augmentation (flips), scored next to the plain prediction.
-            flipped = vote(
-                predict_probabilities(member_models, holdout.images, tta=True, progress=progress),
-                method,
-                model_weights,
-            )
-            tta_report = classification_report(
-                holdout.labels, flipped.labels, flipped.probabilities, names
-            )
-            manifest["holdout"]["ensemble_tta"] = {k: tta_report[k] for k in _SUMMARY_METRICS}
-        if threshold is not None:
-            index = names.index(threshold.positive_class)
-            recall, precision = rates_at(
-                holdout.labels, ensemble_vote.probabilities[:, index], index, threshold.threshold
-            )
-            manifest["holdout"]["at_threshold"] = {"recall": recall, "precision": precision}
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_confusion_matrix(
-            out_dir / "confusion_matrix.csv",
-            out_dir / "confusion_matrix.png",
-            np.asarray(ensemble_report["confusion_matrix"]),
-            names,
-            title=f"{config.study.name}: ensemble of {len(member_models)} models on the hold-out",
+        scores = replace(scores, ensemble_tta=_summary(holdout.labels, flipped, names))
+    if result.threshold is not None:
+        index = names.index(result.threshold.positive_class)
+        recall, precision = rates_at(
+            holdout.labels,
+            ensemble_vote.probabilities[:, index],
+            index,
+            result.threshold.threshold,
         )
-        frame = predictions_frame(holdout.ids, names, ensemble_vote)
-        frame.insert(2, "true_label", np.asarray(names, dtype=object)[holdout.labels])
-        write_frame_csv(out_dir / "holdout_predictions.csv", frame)
+        scores = replace(scores, at_threshold=Rates(recall, precision))
+    return scores, ensemble_vote
+
+
+def _write_holdout_files(
+    config: Config,
+    result: EnsembleResult,
+    scores: Scores,
+    holdout: ImageSet,
+    ensemble_vote: Vote,
+) -> None:
+    """The hold-out confusion matrix (CSV and PNG) and predictions CSV beside the manifest."""
+    out_dir = paths_for(config).ensemble
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / MANIFEST, manifest)
-    study.set_user_attr("ensemble", _short(manifest))
-    save_ensemble_note(study, manifest)  # the study's note in optuna-dashboard
-    return manifest
+    names = list(result.class_names)
+    write_confusion_matrix(
+        out_dir / "confusion_matrix.csv",
+        out_dir / "confusion_matrix.png",
+        np.asarray(scores.confusion_matrix),
+        names,
+        title=f"{config.study.name}: ensemble of {result.n_models} models on the hold-out",
+    )
+    frame = predictions_frame(holdout.ids, names, ensemble_vote)
+    frame.insert(2, "true_label", np.asarray(names, dtype=object)[holdout.labels])
+    write_frame_csv(out_dir / "holdout_predictions.csv", frame)
 
 
-def member_weights(manifest: dict[str, Any]) -> list[int]:
-    """One weight per fold model listed in ``manifest`` (its trial's; 1 in old manifests)."""
-    return [int(m.get("weight", 1)) for m in manifest["members"] for _ in m["models"]]
+def _report(labels: np.ndarray, result: Vote, names: tuple[str, ...]) -> Scores:
+    """The full report of a vote: scores, per-class scores and the confusion matrix."""
+    return Scores.from_json_dict(
+        classification_report(labels, result.labels, result.probabilities, names)
+    )
+
+
+def _summary(labels: np.ndarray, result: Vote, names: tuple[str, ...]) -> Scores:
+    return _report(labels, result, names).summary()
 
 
 def _greedy(
@@ -368,40 +366,6 @@ def _top_k(
     )
 
 
-def _load_oof(library: list[Member], ids: np.ndarray, n_classes: int) -> dict[int, np.ndarray]:
-    """Out-of-fold probabilities per trial, for trials whose ``oof.npz`` matches the data."""
-    expected_ids = np.asarray(ids).astype(str)
-    loaded: dict[int, np.ndarray] = {}
-    for member in library:
-        path = Path(member.oof_path)
-        if not path.is_file():
-            continue
-        try:
-            with np.load(path) as archive:
-                probabilities = archive["probabilities"]
-                saved_ids = archive["ids"] if "ids" in archive.files else None
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("trial %d: cannot read %s (%s); left out", member.trial, path, exc)
-            continue
-        if probabilities.shape != (len(expected_ids), n_classes) or (
-            saved_ids is not None and not np.array_equal(saved_ids.astype(str), expected_ids)
-        ):
-            # Rows must be the same images in the same order as the labels they are scored on.
-            logger.warning(
-                "trial %d: %s does not match the study's tuning images; left out",
-                member.trial,
-                path,
-            )
-            continue
-        if not np.isfinite(probabilities).all():
-            logger.warning(
-                "trial %d: %s holds NaN (unfinished fold); left out", member.trial, path
-            )
-            continue
-        loaded[member.trial] = probabilities
-    return loaded
-
-
 def _single_score(
     metric: str, labels: np.ndarray, probabilities: np.ndarray | None, method: str
 ) -> float | None:
@@ -449,26 +413,16 @@ def _threshold(
     )
 
 
-def _short(manifest: dict[str, Any]) -> dict[str, Any]:
-    holdout = manifest["holdout"] or {}
+def _short(result: EnsembleResult) -> dict[str, Any]:
+    """The study attribute ``ensemble``: members, weights and the hold-out accuracies."""
+    holdout = result.holdout
     return {
-        "members": [m["trial"] for m in manifest["members"]],
-        "weights": [m.get("weight", 1) for m in manifest["members"]],
-        "selection": manifest.get("selection", "top_k"),
-        "vote": manifest["vote"],
-        "holdout_accuracy": (holdout.get("ensemble") or {}).get("accuracy"),
-        "best_single_holdout_accuracy": (holdout.get("best_single_trial") or {}).get("accuracy"),
+        "members": [m.trial for m in result.members],
+        "weights": [m.weight for m in result.members],
+        "selection": result.selection,
+        "vote": result.vote,
+        "holdout_accuracy": holdout.ensemble.accuracy if holdout else None,
+        "best_single_holdout_accuracy": (
+            holdout.best_single_trial.scores.accuracy if holdout else None
+        ),
     }
-
-
-def load_manifest(config: Config) -> dict[str, Any]:
-    """The saved ensemble of a study, or a StudyError telling how to build it."""
-    import json
-
-    path = paths_for(config).ensemble / MANIFEST
-    if not path.is_file():
-        raise StudyError(
-            f"study '{config.study.name}' has no ensemble yet ({path} is missing); run "
-            f"`automl ensemble --study {config.study.name}` first."
-        )
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,27 +1,20 @@
 """``automl export``: the ensemble as one Keras model a user can deploy without automl.
 
-The exported model takes raw RGB pixels (0-255, any height and width: it resizes them to the
-study's ``image_size`` itself), runs every fold model of the ensemble once, and averages their
-class probabilities with the members' weights (greedy selection's multiplicities): a fold model
-of weight ``w`` enters the ``Average`` layer ``w`` times, which gives the weighted mean
-``automl predict`` reports (up to float32 rounding). It holds only built-in Keras layers, so plain
-``keras.saving.load_model(path, safe_mode=True)`` loads it. Averaging is the soft vote; a
-majority vote needs the per-model votes and stays in ``automl predict``.
+The model (built by ``automl.nn.export``) takes raw RGB pixels of any size, runs every fold
+model of the ensemble once and averages their class probabilities with the members' weights
+(greedy selection's multiplicities), which is the soft vote ``automl predict`` reports. It holds
+only built-in Keras layers, so plain ``keras.saving.load_model(path, safe_mode=True)`` loads it.
+A majority vote needs the per-model votes and stays in ``automl predict``.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
-import numpy as np
 
 from automl.config.schema import Config
 from automl.ensemble.build import load_manifest
 from automl.errors import StudyError
-from automl.nn.models import latency_ms
 
 
 @dataclass(frozen=True)
@@ -36,40 +29,32 @@ class ExportResult:
 
 
 def export_ensemble(config: Config, out: Path, *, latency_runs: int = 20) -> ExportResult:
-    """Write the study's ensemble to ``out`` (``.keras``), reload it in safe mode and time it."""
+    """Write the study's ensemble to ``out`` (``.keras``), reload it in safe mode and time it.
+
+    Raises:
+        StudyError: ``out`` does not end in ``.keras``, there is no ensemble yet, or one of its
+            fold models is missing.
+    """
+    from automl.nn.export import FoldModel, save_averaging_model
+
     if out.suffix != ".keras":
         raise StudyError(f"--out {out}: the file name must end in .keras (Keras' format).")
-    manifest = load_manifest(config)
-    size = int(manifest["image_size"])
-    paths = [
-        (member["trial"], k, Path(p), int(member.get("weight", 1)))
-        for member in manifest["members"]
-        for k, p in enumerate(member["models"])
-    ]
-    image = keras.Input(shape=(None, None, 3), name="image")
-    resized = keras.layers.Resizing(size, size, name="resize")(image)
-    outputs = []
-    for trial, fold, path, weight in paths:
-        if not path.is_file():
-            raise StudyError(f"{path}: fold model is missing; re-run `automl ensemble`.")
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        # Wrapping renames the fold model so that several can live in one graph.
-        named = keras.Model(model.inputs[0], model.outputs[0], name=f"trial{trial}_fold{fold}")
-        # The same output tensor listed w times: the model runs once, its weight is w.
-        outputs += [named(resized)] * weight
-    probabilities = keras.layers.Average(name="probs")(outputs) if len(outputs) > 1 else outputs[0]
-    ensemble = keras.Model(image, probabilities, name=f"automl_{config.study.name}_ensemble")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.keras")
-    ensemble.save(tmp)
-    os.replace(tmp, out)
-    reloaded = keras.saving.load_model(out, safe_mode=True)
+    ensemble = load_manifest(config)
+    paths = ensemble.model_paths()  # found on this machine; raises if one is missing
+    names = [f"trial{m.trial}_fold{k}" for m in ensemble.members for k in range(len(m.models))]
+    weights = ensemble.model_weights()
+    fold_models = [FoldModel(*model) for model in zip(names, paths, weights, strict=True)]
+    saved = save_averaging_model(
+        fold_models,
+        ensemble.image_size,
+        out,
+        name=f"automl_{config.study.name}_ensemble",
+        latency_runs=latency_runs,
+    )
     return ExportResult(
-        path=out,
-        n_models=len(paths),
-        size_bytes=out.stat().st_size,
-        latency_ms_per_image=latency_ms(
-            reloaded, np.zeros((1, size, size, 3), dtype="float32"), runs=latency_runs
-        ),
-        n_params=int(reloaded.count_params()),
+        path=saved.path,
+        n_models=len(fold_models),
+        size_bytes=saved.size_bytes,
+        latency_ms_per_image=saved.latency_ms_per_image,
+        n_params=saved.n_params,
     )

@@ -6,15 +6,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from automl.config.schema import Config
 from automl.data.readers import list_image_files, read_images
-from automl.ensemble.build import load_manifest, member_weights
+from automl.ensemble.build import load_manifest
 from automl.ensemble.outputs import kaggle_frame, predictions_frame
-from automl.ensemble.thresholds import apply_threshold
+from automl.ensemble.thresholds import Cutoff, apply_threshold
 from automl.ensemble.voting import Vote, vote
 from automl.errors import DataError
 from automl.files import write_frame_csv
@@ -26,33 +25,40 @@ FORMATS = ("csv", "kaggle")
 
 @dataclass(frozen=True)
 class Prediction:
-    """What ``predict`` wrote."""
+    """What ``predict`` wrote.
+
+    Attributes:
+        out: the CSV written.
+        n_images: images predicted (rows of the CSV).
+        n_models: fold model files that voted.
+        class_counts: predicted images per class.
+        skipped: unreadable files left out (``skip_unreadable``).
+        threshold: the decision threshold applied; None when labels are the vote's.
+    """
 
     out: Path
     n_images: int
     n_models: int
     class_counts: dict[str, int]
     skipped: tuple[str, ...]
-    threshold: dict[str, Any] | None = None
+    threshold: Cutoff | None = None
 
 
 def _with_threshold(
     result: Vote,
     probabilities: np.ndarray,
     names: list[str],
-    chosen: dict[str, Any],
+    chosen: Cutoff,
     weights: list[int] | None = None,
 ) -> Vote:
     if len(names) != 2:
         raise DataError(
             f"a decision threshold needs a binary task; this one has {len(names)} classes."
         )
-    if chosen["positive_class"] not in names:
-        raise DataError(
-            f"positive class must be one of {names}, got {chosen['positive_class']!r}."
-        )
-    index = names.index(chosen["positive_class"])
-    labels = apply_threshold(result.probabilities[:, index], float(chosen["threshold"]), index)
+    if chosen.positive_class not in names:
+        raise DataError(f"positive class must be one of {names}, got {chosen.positive_class!r}.")
+    index = names.index(chosen.positive_class)
+    labels = apply_threshold(result.probabilities[:, index], chosen.threshold, index)
     agrees = probabilities.argmax(axis=-1) == labels[None, :]
     # A model of weight w votes w times, as in voting.py.
     votes = (
@@ -93,7 +99,7 @@ def run_predict(
 
     if output_format not in FORMATS:
         raise DataError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}.")
-    manifest = load_manifest(config)
+    ensemble = load_manifest(config)
     input_path = input_path.expanduser().resolve()
     if input_path.is_file():
         paths = [input_path]
@@ -106,27 +112,24 @@ def run_predict(
             f"--input {input_path}: no image files (.jpg, .png, .tif, ...) found; "
             "check the folder."
         )
+    models = ensemble.model_paths()  # before reading the images: a missing model fails fast
     images, failed = read_images(
         paths,
-        int(manifest["image_size"]),
+        ensemble.image_size,
         on_unreadable="skip" if skip_unreadable else "error",
         progress=progress,
     )
     failed_set = {Path(p) for p in failed}
     kept = [p for p in paths if p not in failed_set]
     ids = image_ids(kept, input_path)
-    models = [Path(p) for member in manifest["members"] for p in member["models"]]
-    weights = member_weights(manifest)  # greedy selection's multiplicities; 1 in old manifests
+    weights = ensemble.model_weights()  # greedy selection's multiplicities; 1 in old manifests
     probabilities = predict_probabilities(models, images, tta=tta, progress=progress)
-    result: Vote = vote(probabilities, manifest["vote"], weights)
-    names = manifest["class_names"]
+    result: Vote = vote(probabilities, ensemble.vote, weights)
+    names = list(ensemble.class_names)
     chosen = (
-        manifest.get("threshold")
+        (ensemble.threshold.cutoff if ensemble.threshold else None)
         if threshold is None
-        else {
-            "threshold": threshold,
-            "positive_class": positive_class or config.ensemble.positive_class or names[-1],
-        }
+        else Cutoff(positive_class or config.ensemble.positive_class or names[-1], threshold)
     )
     if chosen is not None and use_threshold:
         result = _with_threshold(result, probabilities, names, chosen, weights)

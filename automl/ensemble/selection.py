@@ -36,7 +36,7 @@ optimistic, and the hold-out (``ensemble.py``) is the honest estimate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ class SelectionStep:
         return {"step": self.step, "trial": self.trial, "score": self.score}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SelectionStep:
+    def from_dict(cls, data: Mapping[str, Any]) -> SelectionStep:
         """Rebuild a step written by :meth:`to_dict`."""
         return cls(int(data["step"]), int(data["trial"]), float(data["score"]))
 

@@ -8,11 +8,20 @@ hold-out stays untouched for scoring the choice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import precision_score, recall_score
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """A decision threshold as ``predict`` applies it: ``positive_class`` where p >= it."""
+
+    positive_class: str
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,24 @@ class Threshold:
     precision: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The keys ``ensemble.json`` stores under ``threshold``."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Threshold:
+        """Rebuild a threshold written by :meth:`to_dict`."""
+        return cls(
+            positive_class=str(data["positive_class"]),
+            threshold=float(data["threshold"]),
+            target_recall=float(data["target_recall"]),
+            recall=float(data["recall"]),
+            precision=float(data["precision"]),
+        )
+
+    @property
+    def cutoff(self) -> Cutoff:
+        """The part ``predict`` applies."""
+        return Cutoff(self.positive_class, self.threshold)
 
 
 def choose_threshold(

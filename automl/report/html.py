@@ -41,10 +41,12 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from automl.config.schema import Config
 from automl.ensemble.build import load_manifest
+from automl.ensemble.manifest import EnsembleResult, HoldoutScores, Scores
 from automl.ensemble.outputs import PROBABILITY_PREFIX
 from automl.errors import StudyError
 from automl.files import atomic_write_text
 from automl.metrics import METRICS
+from automl.search.attrs import PEAK_RSS_MB, TrialSummary
 from automl.search.paths import paths_for
 from automl.search.storage import (
     finished_counts,
@@ -256,9 +258,9 @@ def _summary(config: Config, study: optuna.Study) -> Section:
     ]
     best = top_trials(study, 1)
     if best:
-        trial = best[0]
-        std = trial.user_attrs.get("cv_std")
-        value = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        trial = TrialSummary.from_trial(best[0])
+        std = trial.cv_std
+        value = f"{trial.value:.4f}" + (f" ± {std:.4f}" if std is not None else "")
         items.append(("best trial", f"#{trial.number}: {config.study.metric} {value}"))
         items.append(("best parameters", json.dumps(trial.params, default=str)))
     else:
@@ -277,9 +279,9 @@ def _leaderboard(config: Config, study: optuna.Study) -> Section:
     order = {"complete": 0, "pruned": 1, "fail": 2}
     rows.sort(
         key=lambda r: (
-            order.get(r["state"], 3),
-            sign * (r["value"] or 0.0) if r["state"] == "complete" else 0.0,
-            r["trial"],
+            order.get(r.state, 3),
+            sign * (r.value or 0.0) if r.complete else 0.0,
+            r.number,
         )
     )
     attrs = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
@@ -290,24 +292,23 @@ def _leaderboard(config: Config, study: optuna.Study) -> Section:
     )
     body = []
     for rank, r in enumerate(rows, start=1):
-        complete = r["state"] == "complete"
-        value = "" if r["value"] is None else f"{r['value']:.4f}"
-        if value and complete and r["cv_std"] is not None:
-            value += f" ± {r['cv_std']:.4f}"
-        elif value and not complete:
+        value = "" if r.value is None else f"{r.value:.4f}"
+        if value and r.complete and r.cv_std is not None:
+            value += f" ± {r.cv_std:.4f}"
+        elif value and not r.complete:
             value += " (last report)"
         note = ""
-        if r["state"] == "pruned":
-            note = f"pruned at step {r['pruned_at_step']}"
-        elif r["state"] == "fail":
-            note = str(r["fail_reason"] or "")
-        peak = attrs.get(r["trial"], {}).get("peak_rss_mb")
-        params = "<br>".join(f"{_e(k)}={_e(_fmt(v))}" for k, v in sorted(r["params"].items()))
+        if r.state == "pruned":
+            note = f"pruned at step {r.pruned_at_step}"
+        elif r.state == "fail":
+            note = str(r.fail_reason or "")
+        peak = attrs.get(r.number, {}).get(PEAK_RSS_MB)
+        params = "<br>".join(f"{_e(k)}={_e(_fmt(v))}" for k, v in sorted(r.params.items()))
         body.append(
-            f'<tr class="{_e(r["state"])}"><td>{rank if complete else ""}</td>'
-            f"<td>{r['trial']}</td><td>{_e(r['state'])}</td><td>{_e(value)}</td>"
-            f"<td>{_e(' '.join(f'{s:.3f}' for s in r['fold_scores']))}</td>"
-            f"<td>{_e(_fmt(r['epochs']))}</td><td>{_e(_fmt(r['seconds']))}</td>"
+            f'<tr class="{_e(r.state)}"><td>{rank if r.complete else ""}</td>'
+            f"<td>{r.number}</td><td>{_e(r.state)}</td><td>{_e(value)}</td>"
+            f"<td>{_e(' '.join(f'{s:.3f}' for s in r.fold_scores))}</td>"
+            f"<td>{_e(_fmt(r.epochs))}</td><td>{_e(_fmt(r.seconds))}</td>"
             f"<td>{_e(_fmt(peak))}</td><td class='params'>{params}</td><td>{_e(note)}</td></tr>"
         )
     table = f"<table><thead>{header}</thead><tbody>{''.join(body)}</tbody></table>"
@@ -320,7 +321,7 @@ def _pruned_table(study: optuna.Study, stride: int) -> str:
         return "<p>No trial was pruned.</p>"
     rows = []
     for t in pruned:
-        step = t.user_attrs.get("pruned_at_step")
+        step = TrialSummary.from_trial(t).pruned_at_step
         if step is None and t.intermediate_values:
             step = max(t.intermediate_values)
         where = (
@@ -341,7 +342,7 @@ def _pruned_table(study: optuna.Study, stride: int) -> str:
 
 def _ensemble_sections(config: Config, out_dir: Path) -> list[Section]:
     try:
-        manifest = load_manifest(config)
+        ensemble = load_manifest(config)
     except StudyError:
         return [
             Section(
@@ -351,8 +352,8 @@ def _ensemble_sections(config: Config, out_dir: Path) -> list[Section]:
                 "</code>, then this command again.</p>",
             )
         ]
-    sections = [_comparison(manifest)]
-    holdout = manifest.get("holdout")
+    sections = [_comparison(ensemble)]
+    holdout = ensemble.holdout
     predictions = paths_for(config).ensemble / HOLDOUT_PREDICTIONS
     for name in ("holdout_confusion_matrix.png", "roc_curves.png"):
         (out_dir / name).unlink(missing_ok=True)
@@ -361,37 +362,33 @@ def _ensemble_sections(config: Config, out_dir: Path) -> list[Section]:
         sections.append(Section("holdout-confusion-matrix", "Hold-out", _missing(reason)))
         return sections
     frame = pd.read_csv(predictions, keep_default_na=False)
-    names = [str(n) for n in manifest["class_names"]]
-    sections.append(_confusion_section(frame, names, out_dir, holdout["n_images"]))
+    names = list(ensemble.class_names)
+    sections.append(_confusion_section(frame, names, out_dir, holdout.n_images))
     sections.append(_per_class_section(holdout))
-    sections.append(_roc_section(frame, names, out_dir, manifest))
+    sections.append(_roc_section(frame, names, out_dir, ensemble))
     return sections
 
 
-def _comparison(manifest: dict[str, Any]) -> Section:
-    members = ", ".join(
-        f"#{m['trial']} x{m.get('weight', 1)} ({m['cv_value']:.4f})" for m in manifest["members"]
-    )
-    selection = manifest.get("selection", "top_k")  # manifests before greedy selection: top_k
-    library = manifest.get("library_size", len(manifest["members"]))
+def _comparison(ensemble: EnsembleResult) -> Section:
+    members = ", ".join(f"#{m.trial} x{m.weight} ({m.cv_value:.4f})" for m in ensemble.members)
     intro = (
-        f"<p>{len(manifest['members'])} trials x their folds = {manifest['n_models']} models, "
-        f"{_e(manifest['vote'])} vote, {_e(selection)} selection from {library} trials; "
-        f"members x weight (CV {_e(manifest['metric'])}): {_e(members)}. A trial's weight is "
-        f"how many votes each of its fold models casts. "
-        f"Built {_e(manifest.get('created', ''))}.</p>"
+        f"<p>{len(ensemble.members)} trials x their folds = {ensemble.n_models} models, "
+        f"{_e(ensemble.vote)} vote, {_e(ensemble.selection)} selection from "
+        f"{ensemble.library_size} trials; members x weight (CV {_e(ensemble.metric)}): "
+        f"{_e(members)}. A trial's weight is how many votes each of its fold models casts. "
+        f"Built {_e(ensemble.created)}.</p>"
     )
-    rows = []
-    holdout = manifest.get("holdout")
+    rows: list[tuple[str, Scores]] = []
+    holdout = ensemble.holdout
     if holdout:
-        best = holdout["best_single_trial"]
-        rows.append((f"hold-out ({holdout['n_images']} images): ensemble", holdout["ensemble"]))
-        rows.append((f"hold-out: best single trial #{best['trial']}", best))
-    if manifest.get("out_of_fold"):
-        rows.append(("out-of-fold: ensemble", manifest["out_of_fold"]))
-    single = manifest.get("out_of_fold_best_single_trial")
+        best = holdout.best_single_trial
+        rows.append((f"hold-out ({holdout.n_images} images): ensemble", holdout.ensemble))
+        rows.append((f"hold-out: best single trial #{best.trial}", best.scores))
+    if ensemble.out_of_fold:
+        rows.append(("out-of-fold: ensemble", ensemble.out_of_fold))
+    single = ensemble.out_of_fold_best_single_trial
     if single:
-        rows.append((f"out-of-fold: best single trial #{single['trial']}", single))
+        rows.append((f"out-of-fold: best single trial #{single.trial}", single.scores))
     table = ""
     if rows:
         head = "".join(f"<th>{_e(s)}</th>" for s in _SCORES)
@@ -402,22 +399,21 @@ def _comparison(manifest: dict[str, Any]) -> Section:
             for label, scores in rows
         )
         table = f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
-    table += _selection_curve(manifest)
-    threshold = manifest.get("threshold")
-    if threshold:
-        table += f"<p>Decision threshold: {_e(json.dumps(threshold, default=str))}</p>"
+    table += _selection_curve(ensemble)
+    if ensemble.threshold:
+        threshold = json.dumps(ensemble.threshold.to_dict(), default=str)
+        table += f"<p>Decision threshold: {_e(threshold)}</p>"
     return Section("ensemble-vs-single", "Ensemble vs best single trial", intro + table)
 
 
-def _selection_curve(manifest: dict[str, Any]) -> str:
+def _selection_curve(ensemble: EnsembleResult) -> str:
     """The selection's steps: the trial added and the ensemble's out-of-fold score after."""
-    curve = manifest.get("selection_curve") or []
-    if not curve:
+    if not ensemble.selection_curve:
         return ""
-    metric = _e(manifest["metric"])
+    metric = _e(ensemble.metric)
     body = "".join(
-        f"<tr><td>{c['step']}</td><td>{c['trial']}</td><td>{c['score']:.4f}</td></tr>"
-        for c in curve
+        f"<tr><td>{c.step}</td><td>{c.trial}</td><td>{c.score:.4f}</td></tr>"
+        for c in ensemble.selection_curve
     )
     return (
         f"<p>Selection: out-of-fold {metric} of the ensemble after each step (the selection "
@@ -451,29 +447,29 @@ def _confusion_section(
     )
 
 
-def _per_class_section(holdout: dict[str, Any]) -> Section:
-    ensemble = holdout["ensemble"]["per_class"]
-    single = holdout["best_single_trial"].get("per_class", {})
+def _per_class_section(holdout: HoldoutScores) -> Section:
+    best = holdout.best_single_trial
+    single = best.scores.per_class
     head = (
         "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>"
-        f"<th>F1 of best single trial #{holdout['best_single_trial']['trial']}</th></tr>"
+        f"<th>F1 of best single trial #{best.trial}</th></tr>"
     )
     rows = "".join(
-        f"<tr><th>{_e(name)}</th><td>{s['precision']:.4f}</td><td>{s['recall']:.4f}</td>"
-        f"<td>{s['f1']:.4f}</td><td>{s['support']}</td>"
-        f"<td>{_e(_fmt((single.get(name) or {}).get('f1')))}</td></tr>"
-        for name, s in ensemble.items()
+        f"<tr><th>{_e(name)}</th><td>{s.precision:.4f}</td><td>{s.recall:.4f}</td>"
+        f"<td>{s.f1:.4f}</td><td>{s.support}</td>"
+        f"<td>{_e(_fmt(single[name].f1 if name in single else None))}</td></tr>"
+        for name, s in holdout.ensemble.per_class.items()
     )
     table = f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>"
     return Section("per-class", "Per-class precision, recall and F1 (hold-out)", table)
 
 
 def _roc_section(
-    frame: pd.DataFrame, names: list[str], out_dir: Path, manifest: dict[str, Any]
+    frame: pd.DataFrame, names: list[str], out_dir: Path, ensemble: EnsembleResult
 ) -> Section:
     truth = frame["true_label"].astype(str).to_numpy()
     if len(names) == 2:
-        positive = (manifest.get("threshold") or {}).get("positive_class") or names[1]
+        positive = ensemble.threshold.positive_class if ensemble.threshold else names[1]
         curves: Sequence[str] = [positive]
         caption = f"ROC of the ensemble's probability of '{positive}' on the hold-out."
     else:

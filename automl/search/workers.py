@@ -352,7 +352,9 @@ def load_worker_config(name: str, studies_dir: Path, storage: str | None) -> Con
     studies_dir = Path(studies_dir).expanduser().resolve()
     paths = StudyPaths(studies_dir / name)
     if paths.config.is_file():
-        overrides = [f"study.storage={json.dumps(storage)}"] if storage else []
+        # The folder may have been copied or moved since it was saved: it is the study here.
+        overrides = [f"study.studies_dir={json.dumps(str(studies_dir))}"]
+        overrides += [f"study.storage={json.dumps(storage)}"] if storage else []
         return load_config(paths.config, overrides)
     if storage is None:
         raise StudyError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,16 +304,16 @@ def test_greedy_on_a_real_study_beats_or_ties_every_single_trial(
     config, study = load_study("digits_sel", studies)
     manifest = load_manifest(config)
     assert "greedy selection from 3 trials" in out
-    assert manifest["selection"] == "greedy" and manifest["library_size"] == 3
-    assert manifest["top_k"] is None
-    curve = [SelectionStep.from_dict(step) for step in manifest["selection_curve"]]
+    assert manifest.selection == "greedy" and manifest.library_size == 3
+    assert manifest.top_k is None
+    curve = manifest.selection_curve
     assert [step.step for step in curve] == list(range(1, len(curve) + 1))
     for step in curve:  # one printed line per step
         assert f"step {step.step:>2}: +trial {step.trial}" in out
-    for member in manifest["members"]:
-        assert f"#{member['trial']} x{member['weight']} " in out
-    assert sum(m["weight"] for m in manifest["members"]) == len(curve)
-    assert manifest["n_votes"] == sum(m["weight"] * len(m["models"]) for m in manifest["members"])
+    for member in manifest.members:
+        assert f"#{member.trial} x{member.weight} " in out
+    assert sum(m.weight for m in manifest.members) == len(curve)
+    assert manifest.n_votes == sum(m.weight * len(m.models) for m in manifest.members)
     assert "hold-out (" in out and "best trial #" in out
 
     # Every trial's own out-of-fold accuracy, from its oof.npz: the ensemble is not below any.
@@ -321,11 +322,12 @@ def test_greedy_on_a_real_study_beats_or_ties_every_single_trial(
     for trial in study.trials:
         with np.load(trial_folder(config, trial.number) / "oof.npz") as archive:
             singles.append(np.mean(archive["probabilities"].argmax(axis=1) == labels))
-    assert manifest["out_of_fold"]["accuracy"] >= max(singles) - 1e-12
+    assert manifest.out_of_fold is not None and manifest.holdout is not None
+    assert manifest.out_of_fold.accuracy >= max(singles) - 1e-12
     assert curve[0].score == pytest.approx(max(singles))
-    best = manifest["out_of_fold_best_single_trial"]
-    assert best["trial"] == manifest["holdout"]["best_single_trial"]["trial"]
-    assert manifest["out_of_fold"]["accuracy"] >= best["accuracy"]
+    best = manifest.out_of_fold_best_single_trial
+    assert best is not None and best.trial == manifest.holdout.best_single_trial.trial
+    assert manifest.out_of_fold.accuracy >= best.scores.accuracy
 
 
 def test_top_k_and_option_checks_on_the_cli(digits_study: tuple[Path, str]) -> None:
@@ -369,6 +371,7 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
     from automl.data.readers import read_images
     from automl.ensemble.build import MANIFEST, load_manifest, trial_library
     from automl.ensemble.export_model import export_ensemble
+    from automl.ensemble.manifest import EnsembleMember
     from automl.ensemble.predict import run_predict
     from automl.files import write_json
     from automl.nn.inference import predict_probabilities
@@ -381,13 +384,13 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
     saved = load_manifest(config)
     # Two members weighted 3 and 1, written as `automl ensemble` writes them.
     library = trial_library(study, lambda number: trial_folder(config, number))[:2]
-    weighted = {
-        **saved,
-        "members": [
-            {"trial": m.trial, "cv_value": m.value, "weight": w, "models": list(m.models)}
+    weighted = replace(
+        saved,
+        members=tuple(
+            EnsembleMember(m.trial, m.value, m.models, weight=w)
             for m, w in zip(library, (3, 1), strict=True)
-        ],
-    }
+        ),
+    )
     folder = tmp_path / "digits"
     folder.mkdir()
     pixels = np.rint(load_digits().images[:6] * (255.0 / 16.0)).astype(np.uint8)
@@ -398,7 +401,7 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
     per_model = predict_probabilities([Path(p) for p in models], images)
     repeats = [w for m, w in zip(library, (3, 1), strict=True) for _ in m.models]
     try:
-        write_json(path, weighted)
+        weighted.save(path)
         out = tmp_path / "weighted.csv"
         result = run_predict(config, folder, out)
         frame = pd.read_csv(out).sort_values("id")
@@ -416,7 +419,7 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
         np.testing.assert_allclose(from_export, probabilities, atol=1e-5)
 
         # A manifest from before weights existed: every fold model votes once.
-        old = {**saved, "members": [dict(m) for m in weighted["members"]]}
+        old = weighted.to_json_dict()
         for member in old["members"]:
             del member["weight"]
         write_json(path, old)
@@ -427,7 +430,7 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
         )
         assert old_frame["n_models"].eq(len(models)).all()
     finally:
-        write_json(path, saved)
+        saved.save(path)
 
 
 def test_trials_without_oof_are_not_candidates_and_none_at_all_is_an_error(

@@ -23,8 +23,8 @@ from automl.nn.schedules import (
 )
 from automl.search.objective import Objective
 from automl.search.paths import paths_for
+from automl.search.session import prepare_splits
 from automl.search.storage import create_or_load
-from automl.search.tune import prepare_splits
 
 SIZE = 28
 

@@ -24,6 +24,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from automl.cli.main import app
+from automl.nn.memory import PeakMemory
 from automl.search.artifacts import (
     AUGMENTATION_PREVIEW,
     LEARNING_CURVES,
@@ -31,7 +32,6 @@ from automl.search.artifacts import (
     OOF_CONFUSION_PNG,
     PREVIEWS_DIR,
     TRIAL_PICTURES,
-    PeakMemory,
     trial_note,
 )
 from automl.search.storage import load_study

@@ -13,8 +13,8 @@ from conftest import make_folder_layout, write_study_yaml
 from automl.config.schema import load_config
 from automl.search.objective import Objective, TrialFailed, trial_seed
 from automl.search.paths import paths_for
+from automl.search.session import prepare_splits
 from automl.search.storage import create_or_load
-from automl.search.tune import prepare_splits
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from automl.data.audit.report import run_audit, write_reports
 from automl.data.readers import ImageSet
 from automl.errors import ConfigError, DataError
 from automl.search.paths import paths_for
-from automl.search.tune import prepare_splits
+from automl.search.session import prepare_splits
 
 runner = CliRunner()
 

@@ -1,0 +1,121 @@
+"""The trials an ensemble is chosen from: completed trials with fold models on disk.
+
+Each candidate is a :class:`Member` (its fold models and its ``oof.npz``, found on this machine);
+:func:`load_oof` reads the out-of-fold probabilities that greedy selection, the out-of-fold
+scores and the decision threshold need, leaving out files that do not match the study's data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from automl.errors import StudyError
+from automl.search.attrs import TRIAL_DIR
+from automl.search.storage import top_trials
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trial of the ensemble and its fold models.
+
+    Attributes:
+        trial: the trial number.
+        value: its study value (CV score).
+        models: its ``fold_<k>.keras`` models, in fold order.
+        oof_path: its ``oof.npz`` (out-of-fold probabilities); may not exist.
+        weight: how many votes each of its fold models casts (greedy selection's multiplicity).
+    """
+
+    trial: int
+    value: float
+    models: tuple[Path, ...]
+    oof_path: Path
+    weight: int = 1
+
+
+def trial_library(
+    study: optuna.Study, folder_of: Callable[[int], Path] | None = None, limit: int | None = None
+) -> list[Member]:
+    """Completed trials whose fold models are on disk, best CV value first (ties: lower number).
+
+    ``folder_of(number)`` finds a trial's folder on this machine (``study.artifacts_dir``); a
+    worker on another machine recorded its own path in ``trial_dir``, the fallback. ``limit``
+    stops after that many trials. A trial without fold models is left out with a warning.
+
+    Raises:
+        StudyError: no completed trial has fold models.
+    """
+    members: list[Member] = []
+    for trial in top_trials(study, len(study.trials)):
+        if limit is not None and len(members) >= limit:
+            break
+        if folder_of is not None:
+            folder = folder_of(trial.number)
+        else:
+            folder = Path(trial.user_attrs.get(TRIAL_DIR, ""))
+        models = sorted(folder.glob("fold_*.keras"), key=lambda p: int(p.stem.split("_")[1]))
+        models = [m for m in models if not m.name.endswith(".tmp.keras")]
+        if not models:
+            logger.warning("trial %d has no fold models in %s; left out", trial.number, folder)
+            continue
+        members.append(
+            Member(trial.number, float(trial.values[0]), tuple(models), folder / "oof.npz")
+        )
+    if not members:
+        raise StudyError(
+            f"study '{study.study_name}' has no completed trial with saved fold models; run "
+            "`automl tune` until at least one trial completes."
+        )
+    return members
+
+
+def select_members(
+    study: optuna.Study, top_k: int, folder_of: Callable[[int], Path] | None = None
+) -> list[Member]:
+    """The best ``top_k`` completed trials whose fold models are on disk (weight 1 each).
+
+    See :func:`trial_library` for ``folder_of`` and the error raised.
+    """
+    return trial_library(study, folder_of, limit=top_k)
+
+
+def load_oof(library: list[Member], ids: np.ndarray, n_classes: int) -> dict[int, np.ndarray]:
+    """Out-of-fold probabilities per trial, for trials whose ``oof.npz`` matches the data."""
+    expected_ids = np.asarray(ids).astype(str)
+    loaded: dict[int, np.ndarray] = {}
+    for member in library:
+        path = member.oof_path
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path) as archive:
+                probabilities = archive["probabilities"]
+                saved_ids = archive["ids"] if "ids" in archive.files else None
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("trial %d: cannot read %s (%s); left out", member.trial, path, exc)
+            continue
+        if probabilities.shape != (len(expected_ids), n_classes) or (
+            saved_ids is not None and not np.array_equal(saved_ids.astype(str), expected_ids)
+        ):
+            # Rows must be the same images in the same order as the labels they are scored on.
+            logger.warning(
+                "trial %d: %s does not match the study's tuning images; left out",
+                member.trial,
+                path,
+            )
+            continue
+        if not np.isfinite(probabilities).all():
+            logger.warning(
+                "trial %d: %s holds NaN (unfinished fold); left out", member.trial, path
+            )
+            continue
+        loaded[member.trial] = probabilities
+    return loaded
