@@ -1,4 +1,6 @@
-"""A quiet terminal: TensorFlow's C++ start-up lines never reach the user (``--debug`` shows them).
+"""What the user reads: a quiet terminal, and one way to show a value in notes, captions, tables.
+
+TensorFlow's C++ start-up lines never reach the user (``--debug`` shows them).
 
 Importing TensorFlow prints absl's preamble (``WARNING: All log messages before
 absl::InitializeLog() ...``) and info lines (``I0000 00:00:... oneDNN custom operations are
@@ -14,6 +16,7 @@ import os
 import re
 import sys
 import threading
+from typing import Any
 
 # absl's info lines and its preamble, printed by every TensorFlow start.
 TF_NOISE = re.compile(r"^(I\d{4} \d\d:\d\d|WARNING: All log messages before absl)")
@@ -49,3 +52,12 @@ def filter_stderr() -> None:
         thread.join(timeout=5)
 
     atexit.register(close)
+
+
+def show_value(value: Any, missing: str = "–") -> str:
+    """A value as notes, picture captions and report tables print it: floats to 4 digits."""
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

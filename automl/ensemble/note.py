@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import optuna
 
+from automl.console import show_value
 from automl.ensemble.manifest import EnsembleResult, Scores
 from automl.metrics import METRICS
 from automl.search.attrs import MISSING_NOTE
@@ -28,7 +28,8 @@ def ensemble_note(result: EnsembleResult) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {m.trial} | {m.weight} | {m.cv_value:.4f} | {_fmt(m.oof_score)} | {len(m.models)} |"
+        f"| {m.trial} | {m.weight} | {m.cv_value:.4f} | {show_value(m.oof_score)} "
+        f"| {len(m.models)} |"
         for m in members
     ]
     if result.selection_curve:
@@ -63,7 +64,7 @@ def _score_rows(result: EnsembleResult) -> list[str]:
         return []
     lines = ["", "| scored on | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     lines += [
-        f"| {label} | " + " | ".join(_fmt(scores.get(s)) for s in METRICS) + " |"
+        f"| {label} | " + " | ".join(show_value(scores.get(s)) for s in METRICS) + " |"
         for label, scores in rows
     ]
     return lines
@@ -105,11 +106,3 @@ def save_ensemble_note(study: optuna.Study, result: EnsembleResult) -> str | Non
         study.set_user_attr(MISSING_NOTE, reason)
         return reason
     return None
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from automl.console import show_value
+
 PREVIEW_IMAGES = 4
 _PREVIEW_VARIANTS = 3
 
@@ -76,12 +78,4 @@ def _describe(augment: dict[str, Any]) -> str:
     shown = {k: v for k, v in augment.items() if v not in (0, 0.0, "none")}
     if not shown:
         return "off"
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return ", ".join(f"{k}={show_value(v)}" for k, v in shown.items())

@@ -23,7 +23,6 @@ import base64
 import html
 import json
 import logging
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from optuna.trial import TrialState
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from automl.config.schema import Config
+from automl.console import show_value
 from automl.ensemble.build import load_manifest
 from automl.ensemble.manifest import EnsembleResult, HoldoutScores, Scores
 from automl.ensemble.outputs import PROBABILITY_PREFIX
@@ -303,13 +303,13 @@ def _leaderboard(config: Config, study: optuna.Study) -> Section:
         elif r.state == "fail":
             note = str(r.fail_reason or "")
         peak = attrs.get(r.number, {}).get(PEAK_RSS_MB)
-        params = "<br>".join(f"{_e(k)}={_e(_fmt(v))}" for k, v in sorted(r.params.items()))
+        params = "<br>".join(f"{_e(k)}={_e(_cell(v))}" for k, v in sorted(r.params.items()))
         body.append(
             f'<tr class="{_e(r.state)}"><td>{rank if r.complete else ""}</td>'
             f"<td>{r.number}</td><td>{_e(r.state)}</td><td>{_e(value)}</td>"
             f"<td>{_e(' '.join(f'{s:.3f}' for s in r.fold_scores))}</td>"
-            f"<td>{_e(_fmt(r.epochs))}</td><td>{_e(_fmt(r.seconds))}</td>"
-            f"<td>{_e(_fmt(peak))}</td><td class='params'>{params}</td><td>{_e(note)}</td></tr>"
+            f"<td>{_e(_cell(r.epochs))}</td><td>{_e(_cell(r.seconds))}</td>"
+            f"<td>{_e(_cell(peak))}</td><td class='params'>{params}</td><td>{_e(note)}</td></tr>"
         )
     table = f"<table><thead>{header}</thead><tbody>{''.join(body)}</tbody></table>"
     return Section("leaderboard", "Leaderboard", table)
@@ -330,7 +330,7 @@ def _pruned_table(study: optuna.Study, stride: int) -> str:
             else f"step {step} (fold {step // stride}, epoch {step % stride + 1})"
         )
         value = t.intermediate_values.get(step) if step is not None else None
-        rows.append(f"<tr><td>{t.number}</td><td>{_e(where)}</td><td>{_e(_fmt(value))}</td></tr>")
+        rows.append(f"<tr><td>{t.number}</td><td>{_e(where)}</td><td>{_e(_cell(value))}</td></tr>")
     return (
         "<table><thead><tr><th>pruned trial</th><th>stopped at</th><th>last value</th></tr>"
         f"</thead><tbody>{''.join(rows)}</tbody></table>"
@@ -394,7 +394,7 @@ def _comparison(ensemble: EnsembleResult) -> Section:
         head = "".join(f"<th>{_e(s)}</th>" for s in _SCORES)
         body = "".join(
             f"<tr><th>{_e(label)}</th>"
-            + "".join(f"<td>{_e(_fmt(scores.get(s)))}</td>" for s in _SCORES)
+            + "".join(f"<td>{_e(_cell(scores.get(s)))}</td>" for s in _SCORES)
             + "</tr>"
             for label, scores in rows
         )
@@ -457,7 +457,7 @@ def _per_class_section(holdout: HoldoutScores) -> Section:
     rows = "".join(
         f"<tr><th>{_e(name)}</th><td>{s.precision:.4f}</td><td>{s.recall:.4f}</td>"
         f"<td>{s.f1:.4f}</td><td>{s.support}</td>"
-        f"<td>{_e(_fmt(single[name].f1 if name in single else None))}</td></tr>"
+        f"<td>{_e(_cell(single[name].f1 if name in single else None))}</td></tr>"
         for name, s in holdout.ensemble.per_class.items()
     )
     table = f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>"
@@ -543,9 +543,5 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+def _cell(value: Any) -> str:
+    return show_value(value, missing="")  # an empty table cell

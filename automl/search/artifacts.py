@@ -47,6 +47,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 from sklearn.metrics import confusion_matrix
 
+from automl.console import show_value
 from automl.nn.previews import augmentation_figure, preview_indices
 from automl.plots import write_confusion_matrix
 from automl.search.attrs import (
@@ -270,7 +271,9 @@ def trial_note(
         lines += ["", "**Resources:** " + ", ".join(resources)]
     if trial.params:
         lines += ["", "| parameter | value |", "|---|---|"]
-        lines += [f"| `{name}` | {_fmt(value)} |" for name, value in sorted(trial.params.items())]
+        lines += [
+            f"| `{name}` | {show_value(value)} |" for name, value in sorted(trial.params.items())
+        ]
     if state == "complete":
         lines += [
             "",
@@ -350,11 +353,3 @@ def save_trial_note(
     except Exception as exc:  # noqa: BLE001 - a note must never cost a trial
         logger.warning("trial %d: could not save its note: %s", trial.number, exc)
         trial.set_user_attr(MISSING_NOTE, f"{type(exc).__name__}: {exc}"[:300])
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
