@@ -17,24 +17,21 @@ The ratio of the 68k to the 17k time is the figure: 4x the images should cost at
 Candidate pairs grow linearly too (confirming them is linear in their number). Results go to
 ``benchmarks/results/audit_scaling.{json,md}``.
 
-    python benchmarks/audit_scaling.py [--quick]
+    python -m benchmarks.audit_scaling [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
-SHARED = common.SHARED_DATA
+NAME = "audit_scaling"
+SHARED = harness.SHARED_DATA
 
 
 def sources(n: int) -> list[tuple[Path, int]]:
@@ -82,9 +79,7 @@ def timed(function, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 vs 8,000 images")
-    args = parser.parse_args()
+    args = harness.argument_parser(NAME, __doc__, quick="2,000 vs 8,000 images").parse_args()
     small, large = (2000, 8000) if args.quick else (17000, 68000)
 
     from automl.data.audit.checks import AuditOptions, _neighbour_candidates
@@ -112,8 +107,8 @@ def main() -> None:
         print(rows[-1])
     keys = ("trees_seconds", "brute_seconds", "candidate_pairs")
     rows.append({"images": "ratio", **{k: round(rows[1][k] / rows[0][k], 2) for k in keys}})
-    common.save_results(
-        "audit_scaling",
+    harness.save_results(
+        NAME,
         title=f"Audit candidate search: {small:,} vs {large:,} real images",
         description=(
             "Seconds to find every image's nearest neighbours by the audit's histograms "
@@ -124,6 +119,7 @@ def main() -> None:
         rows=rows,
         columns=["images", "trees_seconds", "brute_seconds", "candidate_pairs"],
         quick=args.quick,
+        folder=args.results,
     )
 
 

@@ -4,32 +4,28 @@ Builds (once, in a temporary folder) a class-folder tree of 17,000 real BCCD ima
 re-encoded at 360x363 px (JPEG quality 90): all of ``bccd_wbc_aug`` (TRAIN, TEST, TEST_SIMPLE;
 augmented copies of 348 cells) and the first crops of ``bccd_cells3`` (RBC, WBC, Platelets).
 Then audits it in a fresh process and records the wall time and the peak resident memory
-(``resource.getrusage``) of that process. Results go to stdout and to
+(``harness.memory_meter``, started first thing in that process). Results go to stdout and to
 ``benchmarks/results/audit_speed.{json,md}``.
 
-    python benchmarks/audit_speed.py [--quick] [--n 17000] [--folder /tmp/automl_audit_bench]
+    python -m benchmarks.audit_speed [--quick] [--n 17000] [--folder /tmp/automl_audit_bench]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
-SHARED = common.SHARED_DATA
+NAME = "audit_speed"
+SHARED = harness.SHARED_DATA
 SIZE = (360, 363)
 
 
@@ -57,8 +53,9 @@ def build(folder: Path, n: int) -> int:
     return len(sources)
 
 
-def audit(folder: Path) -> None:
-    """Child process: audit ``folder`` and print one JSON line with time and peak memory."""
+def audit(folder: Path) -> dict[str, Any]:
+    """Child process: audit ``folder``; its time, the process's peak memory and the findings."""
+    meter = harness.memory_meter()  # first: the peak of the whole process, imports included
     from automl.config.schema import config_from_dict
     from automl.data.audit.report import run_audit
 
@@ -66,49 +63,39 @@ def audit(folder: Path) -> None:
     started = time.perf_counter()
     result = run_audit(config.data, seed=42)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = meter.read().peak_rss_mb
     summary = result.summary
-    print(
-        json.dumps(
-            {
-                "seconds": round(seconds, 1),
-                "peak_rss_mb": round(peak_mb),
-                "images": summary["images"],
-                "duplicate_groups": summary["duplicate_groups"],
-                "images_in_duplicate_groups": summary["images_in_duplicate_groups"],
-                "links": summary["links"],
-                "flagged_files": summary["flagged_files"],
-            }
-        )
-    )
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": None if peak_mb is None else round(peak_mb),
+        "images": summary["images"],
+        "duplicate_groups": summary["duplicate_groups"],
+        "images_in_duplicate_groups": summary["images_in_duplicate_groups"],
+        "links": summary["links"],
+        "flagged_files": summary["flagged_files"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 images instead of 17,000")
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="1,000 images instead of 17,000", child=True
+    )
     parser.add_argument("--n", type=int, default=None, help="number of images (default 17000)")
     parser.add_argument("--folder", type=Path, default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run_one is not None:
+        harness.child_result(audit(Path(json.loads(args.run_one)["folder"])))
+        return
     n = args.n or (1000 if args.quick else 17000)
     # One folder per size: a folder built for another n would hold extra files.
     folder = args.folder or Path(tempfile.gettempdir()) / f"automl_audit_bench_{n}"
-    if args.child:
-        audit(folder)
-        return
     started = time.perf_counter()
     n = build(folder, n)
     built = time.perf_counter() - started
     print(f"data: {n} JPEGs of {SIZE[0]}x{SIZE[1]} in {folder} ({built:.0f} s to build)")
-    child = subprocess.run(
-        [sys.executable, __file__, "--child", "--folder", str(folder)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    measured = json.loads(child.stdout.strip().splitlines()[-1])
-    common.save_results(
-        "audit_speed",
+    measured = harness.run_child(NAME, {"folder": str(folder)}, "automl audit")
+    harness.save_results(
+        NAME,
         title=f"automl audit speed: {measured['images']} real BCCD JPEGs at {SIZE[0]}x{SIZE[1]}",
         description=(
             "Wall time and peak resident memory of `automl audit` in a fresh process (hashing, "
@@ -124,6 +111,7 @@ def main() -> None:
             "flagged_files",
         ],
         quick=args.quick,
+        folder=args.results,
     )
 
 

@@ -10,27 +10,22 @@ hand-tuned custom CNN, no augmentation) and reports:
 - ``input_images_per_s``: the pipeline alone (an epoch-long pass, no model), so that a slow
   augmentation shows even where the model hides it.
 
-Every setting runs in its own process (``common.run_child``) so that traced functions and
+Every setting runs in its own process (``harness.run_child``) so that traced functions and
 thread pools of one do not slow the next.
 
-    python benchmarks/augment_cost.py [--quick] [--images 4000] [--epochs 4]
+    python -m benchmarks.augment_cost [--quick] [--images 4000] [--epochs 4]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
-CHULA = common.SHARED_DATA / "chula_rbc12"
+NAME = "augment_cost"
 IMAGE_SIZE = 48
 BATCH_SIZE = 64
 BASE_BACKBONE = {
@@ -61,25 +56,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def sample_images(n_images: int, seed: int) -> tuple[Any, Any]:
-    """A seeded random sample of chula_rbc12 crops, decoded at 48 px."""
-    import numpy as np
-    import pandas as pd
-    from PIL import Image
-
-    manifest = pd.read_csv(CHULA / "manifest.csv")
-    rows = manifest.sample(n=min(n_images, len(manifest)), random_state=seed)
-    images = np.stack(
-        [
-            np.asarray(Image.open(CHULA / f).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)))
-            for f in rows["file"]
-        ]
-    )
-    return images, rows["class_code"].to_numpy()
-
-
-def run_one(spec: dict[str, Any]) -> None:
-    """One setting in this process: print its figures as JSON on the last line."""
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """One setting in this process: seconds per epoch, input images/s, parameters."""
     import keras
     import numpy as np
     import optuna
@@ -89,7 +67,7 @@ def run_one(spec: dict[str, Any]) -> None:
     from automl.nn.pipeline import make_dataset
     from automl.nn.schedules import WeightAveraging, training_callbacks
 
-    images, labels = sample_images(spec["n_images"], spec["seed"])
+    images, labels = harness.chula_sample(spec["n_images"], spec["seed"], IMAGE_SIZE)
     raw = {
         "backbone": BASE_BACKBONE,
         "head": {"layers": 0},
@@ -135,44 +113,38 @@ def run_one(spec: dict[str, Any]) -> None:
         epochs=spec["epochs"],
     )
     model.fit(data, epochs=spec["epochs"], callbacks=callbacks, verbose=0)
-    print(
-        json.dumps(
-            {
-                "epoch_s": statistics.median(times[1:]),
-                "input_images_per_s": input_rate,
-                "n_params": int(model.count_params()),
-            }
-        )
-    )
+    return {
+        "epoch_s": statistics.median(times[1:]),
+        "input_images_per_s": input_rate,
+        "n_params": int(model.count_params()),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="500 images, 2 epochs")
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="500 images, 2 epochs", seed=True, child=True
+    )
     parser.add_argument("--images", type=int, default=None, help="default 4000 (quick: 500)")
     parser.add_argument("--epochs", type=int, default=None, help="default 4 (quick: 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
-        run_one(json.loads(args.run_one))
+        harness.child_result(run_one(json.loads(args.run_one)))
         return
-    if not CHULA.is_dir():
-        raise SystemExit(f"{CHULA}: chula_rbc12 not found; put shared/data beside the repo.")
+    harness.require(harness.CHULA, "chula_rbc12")
     n_images = args.images or (500 if args.quick else 4000)
     epochs = args.epochs or (2 if args.quick else 4)
     rows = []
     for label, setting in SETTINGS.items():
         spec = {"setting": setting, "n_images": n_images, "epochs": epochs, "seed": args.seed}
-        figures = common.run_child(__file__, spec, label)
+        figures = harness.run_child(NAME, spec, label)
         rows.append({"setting": label, **figures})
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["epoch_s"]
     for row in rows:
         row["extra_pct"] = round(100.0 * (row["epoch_s"] / base - 1.0), 1)
         row["epoch_s_per_10k_images"] = round(row["epoch_s"] * 10_000 / n_images, 1)
-    common.save_results(
-        "augment_cost",
+    harness.save_results(
+        NAME,
         title="Training recipe: cost per epoch of each augmentation, EMA, schedule and backbone",
         description=(
             f"{n_images} random chula_rbc12 crops at {IMAGE_SIZE} px, batch {BATCH_SIZE}, "
@@ -189,6 +161,7 @@ def main() -> None:
             "n_params",
         ],
         quick=args.quick,
+        folder=args.results,
     )
 
 

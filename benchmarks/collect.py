@@ -5,22 +5,19 @@ Each benchmark saves ``results/<name>.json`` and ``.md``; this script reads them
 the README between the ``results`` markers with a targets table and every result file's text
 (its date, machine, versions and table), so the README always quotes what the files hold.
 
-    python benchmarks/collect.py
+    python -m benchmarks.collect
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
-README = common.REPO / "benchmarks" / "README.md"
+README = harness.REPO / "benchmarks" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = (
     "search_efficiency",
@@ -37,7 +34,7 @@ ORDER = (
 
 
 def load(name: str) -> dict[str, Any] | None:
-    path = common.RESULTS / f"{name}.json"
+    path = harness.RESULTS / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -142,17 +139,17 @@ def _seconds(value: float | None) -> str:
 
 def section(results: dict[str, dict[str, Any]], summary: str) -> str:
     parts = [
-        "Written by `python benchmarks/collect.py` from `results/*.json` and `.md`; each table "
+        "Written by `python -m benchmarks.collect` from `results/*.json` and `.md`; each table "
         "below says when, on what machine and with which versions it was measured.",
         "",
         summary,
     ]
     for name in ORDER:
-        markdown = common.RESULTS / f"{name}.md"
+        markdown = harness.RESULTS / f"{name}.md"
         if name in results and markdown.is_file():
             text = markdown.read_text(encoding="utf-8").strip()
             parts += ["", re.sub(r"^# ", "### ", text, count=1)]
-            picture = common.RESULTS / f"{name}.png"
+            picture = harness.RESULTS / f"{name}.png"
             if picture.is_file():
                 parts += ["", f"![{name}](results/{picture.name})"]
         else:
@@ -161,13 +158,16 @@ def section(results: dict[str, dict[str, Any]], summary: str) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.collect", description=__doc__.splitlines()[0]
+    ).parse_args()
     results = {name: data for name in ORDER if (data := load(name)) is not None}
     text = README.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise SystemExit(f"{README}: the markers {START} and {END} are missing; add them.")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    summary = common.markdown_table(
+    summary = harness.markdown_table(
         targets(results), ["question", "target", "measured", "verdict"]
     )
     README.write_text(f"{head}{START}\n{section(results, summary)}\n{END}{tail}", encoding="utf-8")

@@ -10,8 +10,9 @@ weights do not change the speed):
   gathering or augmentation: the accelerator's ceiling for this model.
 
 pipeline / synthetic says how much of the device's throughput the CPU side delivers. While
-each fit runs, ``nvidia-smi`` is sampled every 0.5 s for GPU utilisation and memory. Every
-setting runs in its own process (the mixed-precision policy is global to a process).
+each fit runs, ``nvidia-smi`` is sampled every 0.5 s for GPU utilisation; the peak GPU memory
+of the timed steps is TensorFlow's own (``harness.memory_meter``, as automl's trials record it).
+Every setting runs in its own process (the mixed-precision policy is global to a process).
 
 The last row checks one-trial-per-GPU scheduling: ``automl tune --gpus <every GPU>`` on the
 quick-start space, and which ``CUDA_VISIBLE_DEVICES`` each trial recorded.
@@ -19,33 +20,32 @@ quick-start space, and which ``CUDA_VISIBLE_DEVICES`` each trial recorded.
 On a machine without a GPU the script still runs (utilisation columns stay empty); mixed
 precision is then slower than float32 (STACK.md), as expected on a CPU.
 
-    python benchmarks/gpu_throughput.py            # full: 96 px, 40 timed steps per setting
-    python benchmarks/gpu_throughput.py --quick    # plumbing check on a CPU: 32 px, 3 steps
+    python -m benchmarks.gpu_throughput            # full: 96 px, 40 timed steps per setting
+    python -m benchmarks.gpu_throughput --quick    # plumbing check on a CPU: 32 px, 3 steps
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
+NAME = "gpu_throughput"
 BACKBONES = ("convnext_tiny", "efficientnetv2_b0")
 BATCH_SIZE = 64
+FULL = {"image_size": 96, "per_class": 200, "steps": 40, "warmup_steps": 10, "trials": 4}
+QUICK = {"image_size": 32, "per_class": 20, "steps": 3, "warmup_steps": 2, "trials": 2}
 
 
 class GpuSampler:
-    """Samples ``nvidia-smi`` utilisation and memory in a thread while training runs."""
+    """Samples ``nvidia-smi`` utilisation in a thread while training runs."""
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
@@ -54,7 +54,7 @@ class GpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> GpuSampler:
-        if common.gpu_name() is not None:
+        if harness.gpu_names():
             self._thread.start()
         return self
 
@@ -64,7 +64,7 @@ class GpuSampler:
             self._thread.join()
 
     def _run(self) -> None:
-        query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used"]
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu"]
         while not self._stop.is_set():
             done = subprocess.run(
                 [*query, "--format=csv,noheader,nounits", "--id=0"],
@@ -73,21 +73,16 @@ class GpuSampler:
                 check=False,
             )
             if done.returncode == 0 and done.stdout.strip():
-                utilisation, memory = done.stdout.strip().splitlines()[0].split(",")
-                self.samples.append((float(utilisation), float(memory)))
+                self.samples.append(float(done.stdout.strip().splitlines()[0]))
             self._stop.wait(self.interval)
 
-    def summary(self) -> dict[str, float | None]:
-        if not self.samples:
-            return {"gpu_util_mean": None, "gpu_memory_max_mb": None}
-        return {
-            "gpu_util_mean": round(statistics.fmean(u for u, _ in self.samples), 1),
-            "gpu_memory_max_mb": max(m for _, m in self.samples),
-        }
+    def mean(self) -> float | None:
+        """Mean utilisation (%) over the samples; None without a GPU."""
+        return round(statistics.fmean(self.samples), 1) if self.samples else None
 
 
-def run_one(backbone: str, mixed: bool, source: str, args: argparse.Namespace) -> dict:
-    """One setting in this (fresh) process: build, warm up, then time ``args.steps`` steps."""
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """One setting in this (fresh) process: build, warm up, then time ``steps`` steps."""
     import keras
     import numpy as np
     import optuna
@@ -95,21 +90,22 @@ def run_one(backbone: str, mixed: bool, source: str, args: argparse.Namespace) -
 
     import automl
     from automl.data.readers import read_source
+    from automl.nn.fit import configure_device
     from automl.nn.models import build_model
     from automl.nn.pipeline import make_dataset
-    from automl.search.objective import configure_device
 
-    device = configure_device("on" if mixed else "off")
-    train, _ = common.wbc_subset(Path(args.work) / "data", args.per_class, 0)
+    backbone, source, size = spec["backbone"], spec["source"], spec["size"]
+    device = configure_device(spec["mixed_precision"])
+    train, _ = harness.wbc_subset(Path(spec["work"]) / "data", size["per_class"], 0)
     config = automl.config_from_dict(
-        common.study_config(
+        harness.study_config(
             name="gpu",
-            studies_dir=Path(args.work) / "studies",
+            studies_dir=Path(spec["work"]) / "studies",
             train=train,
             test=train,
-            size={"image_size": args.image_size, "n_folds": 2},
+            size={"image_size": size["image_size"], "n_folds": 2},
             space={
-                **common.hand_tuned_space(1),
+                **harness.hand_tuned_space(1),
                 "backbone": {"name": backbone, "weights": "none"},
                 "batch_size": BATCH_SIZE,
             },
@@ -117,11 +113,11 @@ def run_one(backbone: str, mixed: bool, source: str, args: argparse.Namespace) -
         ),
         source="gpu_throughput",
     )
-    images = read_source(config.data.source, args.image_size)
+    images = read_source(config.data.source, size["image_size"])
     params = config.space.suggest(optuna.trial.FixedTrial({}))
     n_classes = len(images.class_names)
     keras.utils.set_random_seed(0)
-    model = build_model(params, n_classes=n_classes, image_size=args.image_size)
+    model = build_model(params, n_classes=n_classes, image_size=size["image_size"])
     if source == "pipeline":
         indices = np.arange(len(images))
         dataset = make_dataset(
@@ -138,41 +134,39 @@ def run_one(backbone: str, mixed: bool, source: str, args: argparse.Namespace) -
         y = tf.one_hot(images.labels[:BATCH_SIZE], n_classes)
         dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
     # Warm-up: tracing and autotuning stay out of the timed steps.
-    model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0)
+    model.fit(dataset, steps_per_epoch=size["warmup_steps"], epochs=1, verbose=0)
+    meter = harness.memory_meter()  # after TensorFlow's import: GPU peaks of the timed steps
     with GpuSampler() as sampler:
         started = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
+        model.fit(dataset, steps_per_epoch=size["steps"], epochs=1, verbose=0)
         seconds = time.perf_counter() - started
     return {
         "backbone": backbone,
-        "mixed_precision": "on" if mixed else "off",
+        "mixed_precision": spec["mixed_precision"],
         "source": source,
-        "images_per_second": round(args.steps * BATCH_SIZE / seconds, 1),
-        "timed_steps": args.steps,
+        "images_per_second": round(size["steps"] * BATCH_SIZE / seconds, 1),
+        "timed_steps": size["steps"],
         "gpus_visible": device["gpus"],
-        **sampler.summary(),
+        "gpu_util_mean": sampler.mean(),
+        "gpu_peak_mb": meter.read().peak_gpu_memory_mb,
     }
 
 
-def scheduling(args: argparse.Namespace) -> dict:
+def scheduling(work: Path, n_trials: int) -> dict[str, Any]:
     """``automl tune --gpus``: one worker per GPU; which devices each trial saw."""
+    from automl.search.attrs import DEVICES_ATTR
     from automl.search.storage import load_study
 
-    name = common.gpu_name()
-    gpus = ",".join(str(i) for i in range(_gpu_count())) if name else None
-    studies = Path(args.work) / "schedule"
-    command = [sys.executable, "-m", "automl.cli", "--quiet", "tune"]
-    command += ["--space", str(common.REPO / "search_spaces" / "quickstart.yaml")]
-    command += ["--studies-dir", str(studies), "--n-trials", str(args.schedule_trials)]
+    names = harness.gpu_names()
+    gpus = ",".join(str(i) for i in range(len(names))) if names else None
+    studies = work / "schedule"
+    command = ["tune", "--space", str(harness.REPO / "search_spaces" / "quickstart.yaml")]
+    command += ["--studies-dir", str(studies), "--n-trials", str(n_trials)]
     command += ["--set", "study.pruner={name: none}", "--no-progress"]
     command += ["--gpus", gpus] if gpus else ["--workers", "1"]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=common.REPO)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"automl tune --gpus failed:\n{done.stderr[-2000:]}")
+    wall = harness.run_automl_cli(command, "one trial per GPU")
     _, study = load_study("quickstart", studies)
-    devices = sorted({str(t.user_attrs.get("cuda_visible_devices")) for t in study.trials})
+    devices = sorted({str(t.user_attrs.get(DEVICES_ATTR)) for t in study.trials})
     return {
         "backbone": "quickstart custom CNN",
         "mixed_precision": "auto",
@@ -183,50 +177,32 @@ def scheduling(args: argparse.Namespace) -> dict:
     }
 
 
-def _gpu_count() -> int:
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return len(done.stdout.split()) if done.returncode == 0 else 0
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="32 px, 3 timed steps, the first backbone only", child=True
+    )
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     parser.add_argument("--backbones", default=",".join(BACKBONES))
-    parser.add_argument("--run-one", nargs=3, metavar=("BACKBONE", "MIXED", "SOURCE"))
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.image_size = 32 if args.quick else 96
-    args.per_class = 20 if args.quick else 200
-    args.steps = 3 if args.quick else 40
-    args.warmup_steps = 2 if args.quick else 10
-    args.schedule_trials = 2 if args.quick else 4
     if args.run_one:
-        backbone, mixed, source = args.run_one
-        row = run_one(backbone, mixed == "on", source, args)
-        Path(args.out).write_text(json.dumps(row), encoding="utf-8")
+        harness.child_result(run_one(json.loads(args.run_one)))
         return
-    rows = []
+    size = QUICK if args.quick else FULL
     backbones = args.backbones.split(",")[:1] if args.quick else args.backbones.split(",")
+    rows = []
     with tempfile.TemporaryDirectory(prefix="automl_gpu_bench_") as tmp:
-        work = args.work or tmp
+        work = args.work or Path(tmp)
         for backbone in backbones:
             for mixed in ("off", "on"):
                 for source in ("synthetic", "pipeline"):
-                    out = Path(tmp) / f"{backbone}-{mixed}-{source}.json"
-                    command = [sys.executable, __file__, "--run-one", backbone, mixed, source]
-                    command += ["--out", str(out), "--work", work]
-                    command += ["--quick"] if args.quick else []
-                    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-                    done = subprocess.run(command, capture_output=True, text=True, env=env)
-                    if done.returncode != 0:
-                        raise SystemExit(f"{backbone} {mixed} {source}:\n{done.stderr[-2000:]}")
-                    row = json.loads(out.read_text(encoding="utf-8"))
+                    spec = {
+                        "backbone": backbone,
+                        "mixed_precision": mixed,
+                        "source": source,
+                        "work": str(work),
+                        "size": size,
+                    }
+                    row = harness.run_child(NAME, spec, f"{backbone} {mixed} {source}")
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         for row in rows:  # the CPU side's share of the device's ceiling
@@ -239,16 +215,16 @@ def main() -> None:
                     == (row["backbone"], row["mixed_precision"])
                 )
                 row["share_of_ceiling"] = round(row["images_per_second"] / ceiling, 3)
-        args.work = work
-        rows.append(scheduling(args))
-    common.save_results(
-        "gpu_throughput",
-        title=f"Training throughput at {args.image_size} px, batch {BATCH_SIZE}",
+        rows.append(scheduling(work, size["trials"]))
+    harness.save_results(
+        NAME,
+        title=f"Training throughput at {size['image_size']} px, batch {BATCH_SIZE}",
         description=(
             "`synthetic` = one in-memory batch repeated (the device's ceiling for the model); "
             "`pipeline` = automl's tf.data pipeline over real decoded JPEGs with flips; "
             "share of ceiling = pipeline / synthetic. GPU utilisation is the mean of "
-            "nvidia-smi samples every 0.5 s during the timed steps."
+            "nvidia-smi samples every 0.5 s during the timed steps; gpu_peak_mb is "
+            "TensorFlow's peak allocation over them."
         ),
         rows=rows,
         columns=[
@@ -258,11 +234,12 @@ def main() -> None:
             "images_per_second",
             "share_of_ceiling",
             "gpu_util_mean",
-            "gpu_memory_max_mb",
+            "gpu_peak_mb",
             "trials_per_hour",
             "devices_seen",
         ],
         quick=args.quick,
+        folder=args.results,
     )
 
 

@@ -1,8 +1,8 @@
 """Input pipeline: training images/s of automl's pipeline vs ImageDataGenerator, and peak memory.
 
-The same real blood-cell files (``common.wbc_subset``: the TRAIN subset of the other benchmarks,
+The same real blood-cell files (``harness.wbc_subset``: the TRAIN subset of the other benchmarks,
 160x120 JPEGs) are trained on twice with the same model (the hand-tuned custom CNN of
-``common.hand_tuned_space``, built by ``automl.nn.models.build_model`` with the same seed):
+``harness.hand_tuned_space``, built by ``automl.nn.models.build_model`` with the same seed):
 
 - **automl**: what a trial does. ``read_source`` decodes every file once (threads, no cache)
   into a uint8 array; ``make_dataset(training=True)`` shuffles indices, gathers uint8 batches,
@@ -16,8 +16,8 @@ Each pipeline runs with augmentation off and on (flips, the only augmentation bo
 alike: automl ``flip: horizontal_and_vertical``; ImageDataGenerator ``horizontal_flip`` and
 ``vertical_flip``) and over JPEG files and TIFF copies of them (Pillow, uncompressed), so that
 the format's decoding cost shows. Every setting runs in its own process, so its peak resident
-memory (``ru_maxrss``) is its own; that peak includes TensorFlow itself (``rss_after_import_mb``
-is the process before any data is touched).
+memory (``harness.memory_meter``, started first thing in the process) is its own; that peak
+includes TensorFlow itself (``rss_after_import_mb`` is the process before any data is touched).
 
 Figures per setting (median over repeats):
 
@@ -39,24 +39,21 @@ pipelines wait on the model and the ratio of training images/s stays small howev
 input is; the input-only figure isolates the pipeline. The setup is not tuned to meet the
 target: these are the numbers measured.
 
-    python benchmarks/input_pipeline.py [--quick] [--repeats 3] [--seed 0]
+    python -m benchmarks.input_pipeline [--quick] [--repeats 3] [--seed 0]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
+NAME = "input_pipeline"
 TARGET = 3.0
 PIPELINES = ("automl", "imagedatagenerator")
 FORMATS = ("jpeg", "tiff")
@@ -79,19 +76,9 @@ def make_tiff_copies(jpeg_root: Path, tiff_root: Path) -> int:
     return count
 
 
-def current_rss_mb() -> float | None:
-    """Resident memory of this process now (Linux), to separate TensorFlow from the data."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Child process: train one setting once; return its timings and peak memory."""
+    meter = harness.memory_meter()  # first: the peak of the whole process, TensorFlow included
     import keras
     import numpy as np
     import optuna
@@ -100,21 +87,21 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     from automl.config.schema import config_from_dict
     from automl.data.readers import read_source
+    from automl.nn.fit import configure_device
     from automl.nn.models import build_model
     from automl.nn.pipeline import make_dataset
-    from automl.search.objective import configure_device
 
     size, epochs, seed = spec["size"], spec["epochs"], spec["seed"]
     image_size = size["image_size"]
     folder = Path(spec["folder"])
     config = config_from_dict(
-        common.study_config(
+        harness.study_config(
             name="input_pipeline",
             studies_dir=Path(spec["studies"]),
             train=folder,
             test=Path(spec["test"]),
             size=size,
-            space=common.hand_tuned_space(epochs),
+            space=harness.hand_tuned_space(epochs),
             seed=seed,
             n_trials=1,
         ),
@@ -125,7 +112,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     if not spec["augment"]:
         augment["flip"] = "none"
     configure_device(config.training.mixed_precision)
-    rss_after_import = current_rss_mb()
+    rss_after_import = harness.current_rss_mb()  # TensorFlow's share, before any data
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -196,7 +183,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     history = model.fit(data, epochs=epochs, callbacks=[timer], verbose=0, **fit_kwargs)
     fit_s = time.perf_counter() - fit_started
     total_s = time.perf_counter() - started
-    peak_rss = common.peak_rss_mb()  # before the input-only passes: the training run's peak
+    peak_rss = meter.read().peak_rss_mb  # before the input-only passes: the training's peak
 
     # The pipeline alone, on a fresh dataset or iterator: a warm-up pass (tracing, first
     # reads), then timed passes; a pass is an epoch's worth of batches, as fit draws them.
@@ -279,22 +266,21 @@ def settings() -> list[tuple[str, bool, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs, 1 repeat")
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="small data, 2 epochs, 1 repeat", seed=True, child=True
+    )
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one is not None:
-        print(json.dumps(run_one(json.loads(args.run_one))), flush=True)
+        harness.child_result(run_one(json.loads(args.run_one)))
         return
-    size = common.sizes(args.quick)
+    size = harness.sizes(args.quick)
     epochs = 2 if args.quick else 3
     repeats = args.repeats or (1 if args.quick else 3)
     runs = []
     with tempfile.TemporaryDirectory(prefix="automl_input_bench_") as tmp:
         work = Path(tmp)
-        train, test = common.wbc_subset(
+        train, test = harness.wbc_subset(
             work / "data", size["per_class"], size["test_per_class"], args.seed
         )
         folders = {"jpeg": train, "tiff": work / "tiff"}
@@ -315,7 +301,7 @@ def main() -> None:
                     "epochs": epochs,
                     "seed": args.seed,
                 }
-                run = common.run_child(__file__, spec, label=str(spec))
+                run = harness.run_child(NAME, spec, label=str(spec))
                 run["repeat"] = repeat
                 print(json.dumps(run), flush=True)
                 runs.append(run)
@@ -327,8 +313,8 @@ def main() -> None:
     }
     met = all(s >= TARGET for s in speedups.values())
     shown = ", ".join(f"{k} {v}x" for k, v in speedups.items())
-    common.save_results(
-        "input_pipeline",
+    harness.save_results(
+        NAME,
         title=(
             f"Input pipeline: automl vs ImageDataGenerator, {rows[0]['images']} images, "
             f"{size['image_size']} px, {epochs} epochs"
@@ -371,6 +357,7 @@ def main() -> None:
             "runs": runs,
         },
         quick=args.quick,
+        folder=args.results,
     )
 
 

@@ -8,15 +8,16 @@ folds from the study seed: every arm of a seed has the same hold-out and folds.
 
 Arms, each in its own process:
 
-1. ``floor``: the hand-written CNN (``common.hand_tuned_space``: Adam 1e-3), one trial over
+1. ``floor``: the hand-written CNN (``harness.hand_tuned_space``: Adam 1e-3), one trial over
    every fold, its fold models voting on the hold-out;
 2. ``old``: automl (TPE, median pruner) over the space before the recipe keys, top-3 ensemble;
 3. ``new``: the same plus schedules with warm-up, EMA, MixUp/CutMix/erasing and
    ``custom_resnet``, top-3 ensemble;
 4. ``greedy``: arm 3's study, only the ensemble step again, with ``selection: greedy``;
 5. ``kerastuner``: KerasTuner Hyperband over arm 3's space through ``search_efficiency``'s
-   adapter, the same folds, per-epoch validation, schedule and EMA callbacks as automl's
-   trials; its best hyperparameters retrained on all tuning images, scored on the hold-out;
+   adapter and k-fold trial (automl's fold fit: the same folds, per-epoch validation, schedule
+   and EMA as automl's trials); its best hyperparameters retrained on all tuning images
+   (``harness.fit_on_all``), scored on the hold-out;
 6. ``curves`` (first seed): arm 3's best configuration on fold 0, as drawn and with a constant
    rate, no warm-up, no EMA: validation accuracy per epoch (``results/model_quality.png``).
 
@@ -27,17 +28,15 @@ interval over hold-out images; wall time, epochs, trials; paired bootstrap inter
 differences the targets name; the spread across seeds. Runs accumulate in
 ``<work>/runs.json``, so ``--arms`` reruns a subset and the tables cover every run kept.
 
-    python benchmarks/model_quality.py [--quick] [--budget-epochs 96] [--seeds 0 1] [--arms ...]
+    python -m benchmarks.model_quality [--quick] [--budget-epochs 96] [--seeds 0 1] [--arms ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -47,11 +46,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
-CHULA = common.SHARED_DATA / "chula_rbc12"
+NAME = "model_quality"
 ARMS = ("floor", "old", "new", "greedy", "kerastuner", "curves")
 LABELS = {
     "floor": "1. floor (hand-written CNN)",
@@ -78,37 +75,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build_labels(work: Path, fraction: float) -> None:
-    """``<work>/labels.csv``: id (path below ``chula_rbc12`` without .jpg), label, field_group."""
-    import pandas as pd
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if not (CHULA / "manifest.csv").is_file():
-        raise SystemExit(f"{CHULA}: chula_rbc12 was not found; set AUTOML_SHARED_DATA.")
-    manifest = pd.read_csv(CHULA / "manifest.csv")
-    splitter = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=0)
-    _, keep = next(splitter.split(manifest, manifest["class_name"], manifest["field_group"]))
-    picked = manifest.iloc[np.sort(keep)]
-    text = pd.DataFrame(
-        {
-            "id": picked["file"].str.removesuffix(".jpg"),
-            "label": picked["class_name"],
-            "field_group": picked["field_group"],
-        }
-    ).to_csv(index=False)
-    path = work / "labels.csv"
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:  # keeps automl's cache
-        work.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-
 def _cat(*choices: Any) -> dict[str, Any]:
     return {"type": "categorical", "choices": list(choices)}
 
 
 def old_space(epochs: int) -> dict[str, Any]:
     """The space before the recipe keys: custom CNN, head, optimizer, rate, batch, augmentation."""
-    space = common.search_space(epochs)
+    space = harness.search_space(epochs)
     space["batch_size"] = _cat(32, 64)
     space["augment"] = {
         "flip": _cat("horizontal_and_vertical", "none"),
@@ -149,7 +122,7 @@ def make_config(arm: str, seed: int, work: Path, size: dict[str, Any], **ensembl
     """The automl configuration of an arm (``greedy`` is arm 3's study)."""
     from automl.config.schema import config_from_dict
 
-    space = {"floor": common.hand_tuned_space, "old": old_space}.get(arm, new_space)
+    space = {"floor": harness.hand_tuned_space, "old": old_space}.get(arm, new_space)
     pruner = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 3}
     raw = {
         "study": {
@@ -162,7 +135,7 @@ def make_config(arm: str, seed: int, work: Path, size: dict[str, Any], **ensembl
         },
         "data": {
             "format": "csv",
-            "path": str(CHULA),
+            "path": str(harness.CHULA),
             "labels_csv": str(work / "labels.csv"),
             "extension": ".jpg",
             "group_column": "field_group",
@@ -207,9 +180,10 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
     import optuna
 
     from automl.ensemble.build import run_ensemble
+    from automl.search.attrs import TrialSummary
     from automl.search.paths import paths_for
+    from automl.search.session import optimize, prepare_splits
     from automl.search.storage import create_or_load
-    from automl.search.tune import optimize, prepare_splits
 
     config = make_config(arm, seed, work, size, top_k=1 if arm == "floor" else TOP_K)
     shutil.rmtree(paths_for(config).root, ignore_errors=True)  # a rerun starts afresh
@@ -218,7 +192,7 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
     used = [0]
 
     def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        used[0] += int(trial.user_attrs.get("epochs_total", 0))
+        used[0] += TrialSummary.from_trial(trial).epochs or 0
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         spent = f"{used[0]}" + ("" if arm == "floor" else f"/{budget}")
         log(
@@ -249,105 +223,46 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
 def run_greedy(seed: int, work: Path, size: dict[str, Any]) -> dict:
     """Arm 3's study, only the ensemble step again, with greedy selection."""
     from automl.ensemble.build import run_ensemble
+    from automl.search.session import prepare_splits
     from automl.search.storage import create_or_load
-    from automl.search.tune import prepare_splits
 
     config = make_config("greedy", seed, work, size, selection="greedy")
     splits = prepare_splits(config)
     started = time.perf_counter()
-    manifest = run_ensemble(config, create_or_load(config))
-    single = manifest["holdout"]["best_single_trial"]
+    ensemble = run_ensemble(config, create_or_load(config))
+    single = ensemble.holdout.best_single_trial
     return {
         "wall_seconds": round(time.perf_counter() - started, 1),
         "epochs": 0,
-        "members": [{k: m.get(k) for k in ("trial", "weight")} for m in manifest["members"]],
-        "best_single": {k: round(single[k], 4) for k in ("trial", *METRICS)},
+        "members": [{"trial": m.trial, "weight": m.weight} for m in ensemble.members],
+        "best_single": {
+            "trial": single.trial,
+            **{metric: round(getattr(single.scores, metric), 4) for metric in METRICS},
+        },
         **holdout_record(config, splits),
     }
 
 
-def fold_callbacks(params: dict, val: Any, y_val: Any, steps: int, scores: list) -> list:
-    """automl's callbacks of one fold's fit (``schedules.py``), scoring validation like it."""
-    import keras
-
-    from automl.nn.schedules import VAL_METRIC_LOG, WeightAveraging, training_callbacks
-
-    class Score(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if val is not None:  # after WeightAveraging: the averaged weights are scored
-                scores.append(
-                    float(np.mean(self.model.predict(val, verbose=0).argmax(1) == y_val))
-                )
-                (logs if logs is not None else {})[VAL_METRIC_LOG] = scores[-1]  # for plateau
-
-    averaging = [WeightAveraging()] if params["ema"]["momentum"] > 0 else []
-    schedule = training_callbacks(params, steps_per_epoch=steps, epochs=int(params["epochs"]))
-    if val is None:  # nothing to watch: a drawn plateau schedule keeps its rate
-        schedule = [c for c in schedule if not isinstance(c, keras.callbacks.ReduceLROnPlateau)]
-    return [*averaging, Score(), *schedule]
-
-
 def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> dict:
     """KerasTuner Hyperband over arm 3's space, then its best hyperparameters on all data."""
-    import keras
     import keras_tuner as kt
-    from search_efficiency import _HpAsOptunaTrial
 
     from automl.nn.models import build_model
-    from automl.nn.pipeline import make_dataset
-    from automl.nn.schedules import StepLearningRate
-    from automl.search.tune import prepare_splits
+    from automl.search.session import prepare_splits
+    from benchmarks.search_efficiency import HpAsOptunaTrial, keras_tuner_folds
 
     config = make_config("new", seed, work, size)
     splits = prepare_splits(config)
-    space, tuning, n_classes = config.space, splits.tuning, splits.n_classes
+    space, n_classes, image_size = config.space, splits.n_classes, config.data.image_size
     checkpoints = work / "kt_weights" / f"seed{seed}"
     shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(parents=True)
     used, values = [0], []
 
-    def build(params: dict) -> keras.Model:
-        return build_model(params, n_classes=n_classes, image_size=config.data.image_size)
-
-    def fit(params, train_idx, val_idx, fit_seed, epochs, initial=0, weights=None):
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(fit_seed)
-        model, batch = build(params), int(params["batch_size"])
-        if weights is not None:
-            model.load_weights(weights)
-        train = make_dataset(
-            tuning.images,
-            tuning.labels,
-            train_idx,
-            n_classes=n_classes,
-            batch_size=batch,
-            training=True,
-            augment=params["augment"],
-            seed=fit_seed,
-        )
-        val = y_val = None
-        if val_idx is not None:
-            val = make_dataset(tuning.images, None, val_idx, n_classes=n_classes, batch_size=256)
-            y_val = tuning.labels[val_idx]
-        scores: list[float] = []
-        steps = -(-len(train_idx) // batch)
-        callbacks = fold_callbacks(params, val, y_val, steps, scores)
-        for callback in callbacks:  # a promoted Hyperband trial resumes its schedule too
-            if isinstance(callback, StepLearningRate):
-                callback.step = initial * steps
-        model.fit(
-            train,
-            epochs=epochs,
-            initial_epoch=initial,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=0,
-        )
-        return model, scores
-
     class HyperModel(kt.HyperModel):
         def build(self, hp):  # KerasTuner builds once to learn the space; run_trial trains
-            return build(space.suggest(_HpAsOptunaTrial(hp)))
+            params = space.suggest(HpAsOptunaTrial(hp))
+            return build_model(params, n_classes=n_classes, image_size=image_size)
 
     class Tuner(kt.Hyperband):
         def pre_create_trial(self):
@@ -357,22 +272,23 @@ def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> 
 
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
-            params = space.suggest(_HpAsOptunaTrial(hp))
-            epochs = int(hp.values.get("tuner/epochs", params["epochs"]))
-            initial = int(hp.values.get("tuner/initial_epoch", 0))
-            resume, scores = hp.values.get("tuner/trial_id"), []
-            for fold, (train_idx, val_idx) in enumerate(splits.folds):
-                weights = checkpoints / f"{resume}_fold{fold}.weights.h5" if resume else None
-                fit_seed = seed * 10_000 + len(values) * 10 + fold
-                model, fold_scores = fit(
-                    params, train_idx, val_idx, fit_seed, epochs, initial, weights
-                )
-                model.save_weights(checkpoints / f"{trial.trial_id}_fold{fold}.weights.h5")
-                scores.append(fold_scores[-1])
-            used[0] += (epochs - initial) * len(splits.folds)
+            base = seed * 10_000 + len(values) * 10
+            # automl's fold fit, with the same schedule, EMA and per-epoch validation as arm 3
+            scores, trained = keras_tuner_folds(
+                space.suggest(HpAsOptunaTrial(hp)),
+                hp.values,
+                splits,
+                image_size=image_size,
+                seeds=[base + fold for fold in range(len(splits.folds))],
+                checkpoints=checkpoints,
+                trial_id=trial.trial_id,
+                save=True,
+            )
+            used[0] += trained
             values.append(float(np.mean(scores)))
+            epochs = f"{hp.values.get('tuner/initial_epoch', 0)}->{hp.values.get('tuner/epochs')}"
             log(
-                f"  [kerastuner seed {seed}] trial {len(values) - 1} (epochs {initial}->{epochs})"
+                f"  [kerastuner seed {seed}] trial {len(values) - 1} (epochs {epochs})"
                 f" {values[-1]:.4f}, epochs {used[0]}/{budget}"
             )
             return values[-1]
@@ -392,11 +308,10 @@ def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> 
     tuner.search(verbose=0)
     tuned = time.perf_counter() - started
     best = tuner.get_best_hyperparameters(1)[0]
-    params = space.suggest(_HpAsOptunaTrial(best))
+    params = space.suggest(HpAsOptunaTrial(best))
     log(f"  [kerastuner seed {seed}] best {max(values):.4f}: retraining it on all tuning data")
     # As KerasTuner users do: all tuning data, no validation (a plateau schedule stays flat).
-    model, _ = fit(params, np.arange(len(tuning)), None, seed, int(params["epochs"]))
-    probabilities = model.predict(np.asarray(splits.holdout.images, "float32"), verbose=0)
+    probabilities = harness.fit_on_all(params, splits, image_size=image_size, seed=seed)
     return {
         "wall_seconds": round(time.perf_counter() - started, 1),
         "tune_seconds": round(tuned, 1),
@@ -413,8 +328,8 @@ def run_curves(seed: int, work: Path, size: dict[str, Any], best_params: dict) -
     """Arm 3's best configuration on fold 0: as drawn, and constant rate without warm-up/EMA."""
     from automl.data.splits import Splits
     from automl.search.paths import paths_for, trial_folder
+    from automl.search.session import optimize, prepare_splits
     from automl.search.storage import create_or_load
-    from automl.search.tune import optimize, prepare_splits
 
     config = make_config("curves", seed, work, size)
     shutil.rmtree(paths_for(config).root, ignore_errors=True)
@@ -442,6 +357,7 @@ def run_curves(seed: int, work: Path, size: dict[str, Any], best_params: dict) -
 
 
 def run_one(spec: dict[str, Any]) -> None:
+    """Child process: one arm of one seed; answers the parent with its figures."""
     from automl.console import filter_stderr
 
     filter_stderr()  # before TensorFlow starts: its C++ start-up lines stay out of the progress
@@ -461,7 +377,7 @@ def run_one(spec: dict[str, Any]) -> None:
         result = run_kerastuner(seed, work, size, spec["budget"])
     else:
         result = run_curves(seed, work, size, spec["best_params"])
-    print(json.dumps({"arm": arm, "seed": seed, **result}), flush=True)
+    harness.child_result({"arm": arm, "seed": seed, **result})
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,55 +561,70 @@ def plot_curves(curves: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="plumbing check: tiny data, 32 px")
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="tiny data, 32 px", seeds="default 0", child=True
+    )
     parser.add_argument("--budget-epochs", type=int, default=None, help="default 96 (quick: 8)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--work", type=Path, default=None, help="default benchmarks/work/<name>")
-    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
         run_one(json.loads(args.run_one))
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the children's TensorFlow start-up noise
     size = dict(QUICK if args.quick else FULL)
     budget = args.budget_epochs or size["budget"]
-    name = "model_quality" + ("-quick" if args.quick else "")
-    work = (args.work or common.REPO / "benchmarks" / "work" / name).resolve()
-    build_labels(work, size["group_fraction"])
-    settings, store = {"size": size, "budget": budget}, work / "runs.json"
+    work = (args.work or harness.WORK / f"{NAME}{'-quick' if args.quick else ''}").resolve()
+    harness.chula_group_subset(work, size["group_fraction"])
+    runs = run_arms(args.seeds or [0], args.arms, work, {"size": size, "budget": budget})
+    save(runs, size, budget, args.quick, args.results)
+
+
+def run_arms(
+    seeds: list[int], arms: list[str], work: Path, settings: dict[str, Any]
+) -> dict[str, dict]:
+    """Run the arms asked for, each in its own process; every run kept in ``runs.json``.
+
+    Runs of other settings (size, budget) are set aside, so that one table never mixes them.
+    """
+    store = work / "runs.json"
     saved = json.loads(store.read_text()) if store.is_file() else {}
     runs = saved.get("runs", {}) if saved.get("settings") == settings else {}
     if saved and not runs:
         log(f"{store} holds runs with other settings; they are set aside")
-    for seed in args.seeds:
-        for arm in (a for a in ARMS if a in args.arms):
-            if arm == "curves" and seed != args.seeds[0]:
+    budget = settings["budget"]
+    for seed in seeds:
+        for arm in (a for a in ARMS if a in arms):
+            if arm == "curves" and seed != seeds[0]:
                 continue
-            spec = {"arm": arm, "seed": seed, "work": str(work), "size": size, "budget": budget}
+            spec = {"arm": arm, "seed": seed, "work": str(work), **settings}
             if arm in ("greedy", "curves"):
                 if f"new:{seed}" not in runs:
                     raise SystemExit(f"{arm} needs arm 'new' of seed {seed}: add it to --arms")
                 spec["best_params"] = runs[f"new:{seed}"]["best_params"]
             log(f"== {arm} (seed {seed}), budget {budget} epochs: started {time.strftime('%X')}")
-            runs[f"{arm}:{seed}"] = common.run_child(__file__, spec, arm, stream_stderr=True)
+            runs[f"{arm}:{seed}"] = harness.run_child(NAME, spec, arm, stream_stderr=True)
             store.write_text(json.dumps({"settings": settings, "runs": runs}) + "\n")
             log(f"== {arm} (seed {seed}) done in {runs[f'{arm}:{seed}']['wall_seconds']} s")
+    return runs
+
+
+def save(
+    runs: dict[str, dict], size: dict[str, Any], budget: int, quick: bool, folder: Path
+) -> None:
+    """Score every run kept, judge the targets, draw the curves; write the results files."""
     rows, targets, spread_rows = summarise(runs)
     curves = next((r["curves"] for k, r in runs.items() if k.startswith("curves:")), None)
-    picture = common.RESULTS / f"{name}.png"
+    picture = harness.output_path(folder, NAME, quick, ".png")
     if curves:
-        common.RESULTS.mkdir(parents=True, exist_ok=True)
         plot_curves(curves, picture)
-    verdict_table = common.markdown_table(targets, ["target", "measured", "verdict"])
+    verdict_table = harness.markdown_table(targets, ["target", "measured", "verdict"])
     print(f"\nVerdicts\n\n{verdict_table}")
-    spread_text = "\n\nAcross seeds (mean ± sd, range):\n\n" + common.markdown_table(
+    spread_text = "\n\nAcross seeds (mean ± sd, range):\n\n" + harness.markdown_table(
         spread_rows, ["arm", "seeds", *METRICS, "wall_seconds"]
     )
     columns = ["arm", "seed", *(c for m in METRICS for c in (m, f"{m}_ci"))]
-    common.save_results(
-        "model_quality",
+    harness.save_results(
+        NAME,
         title="Model quality on the chula_rbc12 hold-out: tuned ensembles vs floor and KerasTuner",
         description=(
             f"chula_rbc12 at {size['image_size']} px: a fixed stratified "
@@ -709,8 +640,14 @@ def main() -> None:
         ),
         rows=rows,
         columns=[*columns, "wall_seconds", "epochs", "trials", "pruned", "best_cv"],
-        extra={"settings": settings, "verdicts": targets, "spread": spread_rows, "runs": runs},
-        quick=args.quick,
+        extra={
+            "settings": {"size": size, "budget": budget},
+            "verdicts": targets,
+            "spread": spread_rows,
+            "runs": runs,
+        },
+        quick=quick,
+        folder=folder,
     )
 
 

@@ -1,7 +1,7 @@
 """Overhead: one automl trial (one fold, fixed parameters) vs a plain ``model.fit`` script.
 
-Both sides train the hand-tuned custom CNN (``common.hand_tuned_space``; flips on) on the same
-fold of the same real blood-cell subset (``common.wbc_subset``; the study's first grouped fold
+Both sides train the hand-tuned custom CNN (``harness.hand_tuned_space``; flips on) on the same
+fold of the same real blood-cell subset (``harness.wbc_subset``; the study's first grouped fold
 from ``automl.search.tune.prepare_splits``), with the same Keras seed and the same number of
 epochs.
 
@@ -30,25 +30,22 @@ trials of a study do not.
 Target: automl / plain <= 1.10. The validation accuracy of both is recorded as a sanity check:
 the same training should score alike (not identically: the two shuffle differently).
 
-    python benchmarks/overhead.py [--quick] [--repeats 3] [--seed 0]
+    python -m benchmarks.overhead [--quick] [--repeats 3] [--seed 0]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
+NAME = "overhead"
 TARGET = 1.10
 SIDES = ("automl", "plain")
 
@@ -66,21 +63,23 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     from automl.config.schema import config_from_dict
     from automl.files import atomic_write_text
+    from automl.nn.fit import configure_device
     from automl.nn.models import build_model  # noqa: F401
-    from automl.search.objective import configure_device, trial_seed
+    from automl.search.attrs import TrialSummary
+    from automl.search.objective import trial_seed
     from automl.search.paths import paths_for
+    from automl.search.session import log_trial, optimize, prepare_splits
     from automl.search.storage import create_or_load, publish_config
-    from automl.search.tune import log_trial, optimize, prepare_splits
 
     size, seed, side = spec["size"], spec["seed"], spec["side"]
     config = config_from_dict(
-        common.study_config(
+        harness.study_config(
             name=f"overhead_{side}_{spec['repeat']}",
             studies_dir=Path(spec["studies"]),
             train=Path(spec["train"]),
             test=Path(spec["test"]),
             size=size,
-            space=common.hand_tuned_space(size["epochs"]),
+            space=harness.hand_tuned_space(size["epochs"]),
             seed=seed,
             pruner={"name": "none"},
             n_trials=1,
@@ -125,11 +124,12 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             trial = study.trials[-1]
             if trial.state != TrialState.COMPLETE:
                 raise SystemExit(f"the trial ended {trial.state.name}: {trial.user_attrs}")
+            summary = TrialSummary.from_trial(trial)
             if key == "seconds":
-                row["val_accuracy"] = trial.user_attrs["fold_scores"][0]
-                row["trial_train_s"] = trial.user_attrs["train_seconds"]
+                row["val_accuracy"] = summary.fold_scores[0]
+                row["trial_train_s"] = summary.seconds
             else:
-                row["trial_train_s_warm"] = trial.user_attrs["train_seconds"]
+                row["trial_train_s_warm"] = summary.seconds
         return row
 
     params = config.space.suggest(optuna.trial.FixedTrial({}))  # every value is fixed
@@ -189,21 +189,20 @@ def plain_fit(config, params, one_fold, *, model_seed, out) -> tuple[float, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, 1 repeat")
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="small data, 1 repeat", seed=True, child=True
+    )
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one is not None:
-        print(json.dumps(run_one(json.loads(args.run_one))), flush=True)
+        harness.child_result(run_one(json.loads(args.run_one)))
         return
-    size = common.sizes(args.quick)
+    size = harness.sizes(args.quick)
     repeats = args.repeats or (1 if args.quick else 3)
     runs = []
     with tempfile.TemporaryDirectory(prefix="automl_overhead_bench_") as tmp:
         work = Path(tmp)
-        train, test = common.wbc_subset(
+        train, test = harness.wbc_subset(
             work / "data", size["per_class"], size["test_per_class"], args.seed
         )
         for repeat in range(repeats):
@@ -218,7 +217,7 @@ def main() -> None:
                     "size": size,
                     "seed": args.seed,
                 }
-                run = common.run_child(__file__, spec, label=str(spec["side"]))
+                run = harness.run_child(NAME, spec, label=str(spec["side"]))
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     rows = []
@@ -245,8 +244,8 @@ def main() -> None:
     ratio_warm = round(automl_row["seconds_warm"] / plain_row["seconds_warm"], 3)
     automl_row["ratio_to_plain_warm"] = ratio_warm
     met = ratio <= TARGET
-    common.save_results(
-        "overhead",
+    harness.save_results(
+        NAME,
         title=(
             f"Overhead of one automl trial vs a plain model.fit script "
             f"({automl_row['train_images']} training images, {size['epochs']} epochs)"
@@ -288,6 +287,7 @@ def main() -> None:
             "runs": runs,
         },
         quick=args.quick,
+        folder=args.results,
     )
 
 

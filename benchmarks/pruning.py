@@ -1,6 +1,6 @@
 """What pruning saves: the same study with automl's median pruner and without, at equal trials.
 
-Two studies over the benchmark data and space (``common.py``): the same seed, sampler (TPE),
+Two studies over the benchmark data and space (``harness.py``): the same seed, sampler (TPE),
 folds and number of trials; one with automl's default pruner (median, 3 start-up trials, 3
 warm-up steps), one with ``pruner: none``. Reported per study: trials complete/pruned, epochs
 trained in total, wall time, best CV accuracy and the hold-out score of the top-5 majority-vote
@@ -10,25 +10,23 @@ share of a complete trial's (``n_folds x epochs``), median and maximum. Target: 
 The two studies draw the same first parameters (same seed) and part ways once pruning changes
 what TPE has seen, so the comparison is of the whole procedure, as a user would run it.
 
-    python benchmarks/pruning.py [--quick] [--n-trials 14] [--work DIR]
+    python -m benchmarks.pruning [--quick] [--n-trials 14] [--work DIR]
 
-``--work DIR`` keeps the studies (``DIR/studies``) for ``ensemble_gain.py --reuse-study``.
+``--work DIR`` keeps the studies (``DIR/studies``) for ``benchmarks.ensemble_gain
+--reuse-study``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
+NAME = "pruning"
 PRUNED = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 3}
 UNPRUNED = {"name": "none"}
 
@@ -45,13 +43,13 @@ def run_study(
 
     train, test = work / "data" / "train", work / "data" / "test"
     config = config_from_dict(
-        common.study_config(
+        harness.study_config(
             name=name,
             studies_dir=work / "studies",
             train=train,
             test=test,
             size=size,
-            space=common.search_space(size["epochs"]),
+            space=harness.search_space(size["epochs"]),
             seed=seed,
             pruner=pruner,
             n_trials=n_trials,
@@ -66,8 +64,8 @@ def run_study(
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     full_epochs = size["n_folds"] * size["epochs"]
     shares = [t.user_attrs["epochs_total"] / full_epochs for t in pruned]
-    manifest = run_ensemble(config, result.study, top_k=5)
-    holdout = manifest["holdout"]["ensemble"]
+    ensemble = run_ensemble(config, result.study, top_k=5)
+    holdout = ensemble.holdout.ensemble
     return {
         "study": name,
         "pruner": pruner["name"],
@@ -80,27 +78,25 @@ def run_study(
         "pruned_epoch_share_max": round(max(shares), 3) if shares else None,
         "wall_seconds": round(wall, 1),
         "best_cv_accuracy": round(max(t.value for t in complete), 4) if complete else None,
-        "ensemble_members": len(manifest["members"]),
-        "ensemble_holdout_accuracy": round(holdout["accuracy"], 4),
-        "ensemble_holdout_macro_f1": round(holdout["macro_f1"], 4),
+        "ensemble_members": len(ensemble.members),
+        "ensemble_holdout_accuracy": round(holdout.accuracy, 4),
+        "ensemble_holdout_macro_f1": round(holdout.macro_f1, 4),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, 4 trials")
+    parser = harness.argument_parser(NAME, __doc__, quick="small data, 4 trials", seed=True)
     parser.add_argument("--n-trials", type=int, default=None, help="default 14 (quick: 4)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="keep data and studies here")
     args = parser.parse_args()
-    size = common.sizes(args.quick)
+    size = harness.sizes(args.quick)
     n_trials = args.n_trials or (4 if args.quick else 14)
     pruned = dict(PRUNED, n_startup_trials=2, n_warmup_steps=1) if args.quick else PRUNED
     with tempfile.TemporaryDirectory(prefix="automl_pruning_bench_") as tmp:
         work = args.work or Path(tmp)
         if args.work is not None and (work / "studies").exists():
             raise SystemExit(f"{work / 'studies'} exists; pass an empty --work folder")
-        common.wbc_subset(work / "data", size["per_class"], size["test_per_class"], args.seed)
+        harness.wbc_subset(work / "data", size["per_class"], size["test_per_class"], args.seed)
         rows = []
         for name, pruner in (("pruned", pruned), ("unpruned", UNPRUNED)):
             row = run_study(name, pruner, work, size, n_trials, args.seed)
@@ -108,8 +104,8 @@ def main() -> None:
             rows.append(row)
     with_pruner, without = rows
     share = with_pruner["pruned_epoch_share_median"]
-    common.save_results(
-        "pruning",
+    harness.save_results(
+        NAME,
         title=f"Pruning: median pruner vs none, {n_trials} trials each",
         description=(
             f"bccd_wbc_aug subset: {size['per_class']} TRAIN images per class in "
@@ -143,6 +139,7 @@ def main() -> None:
             ),
         },
         quick=args.quick,
+        folder=args.results,
     )
 
 

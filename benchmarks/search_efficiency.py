@@ -6,16 +6,17 @@ Same data, same folds, same search space, same wall-clock budget, 3 seeds each:
 - ``optuna_random``: Optuna random sampling, no pruning, the same k-fold objective;
 - ``kt_hyperband``: KerasTuner ``Hyperband`` (max_epochs = the space's epochs, factor 3);
 - ``kt_random``: KerasTuner ``RandomSearch``;
-- ``floor``: the hand-tuned notebook CNN (``common.hand_tuned_space``), one trial per seed.
+- ``floor``: the hand-tuned notebook CNN (``harness.hand_tuned_space``), one trial per seed.
 
 The KerasTuner tuners draw automl's exact space: an adapter hands KerasTuner's ``hp`` to
 automl's ``SearchSpace.suggest`` as if it were an Optuna trial (``hp.Int``/``Float``/``Choice``
 for ``suggest_int``/``float``/``categorical``, log scale kept). Their ``run_trial`` trains the
-same k folds with automl's model builder and ``tf.data`` pipeline, with the validation fold as
-``validation_data`` (scored every epoch, as KerasTuner users run it and as automl's pruning
-reports need), and returns the mean fold accuracy, so the tools differ only in how they
-search; Hyperband continues a promoted trial from each fold's saved weights, as KerasTuner does
-for its single model.
+same k folds with automl's own fold fit (``automl.nn.fit.fit_fold``: model builder, ``tf.data``
+pipeline, the validation fold scored after every epoch, as KerasTuner users run it with
+``validation_data`` and as automl's pruning reports need) and returns the mean fold accuracy,
+so the tools differ only in how they search. Hyperband continues a promoted trial from each
+fold's saved model, as KerasTuner does for its single model (``resume_fold``: the one fit
+``fit_fold`` cannot do, since it always starts from new weights).
 
 Each (tool, seed) runs in its own process, one after another, with the clock starting when the
 tuner starts (data already decoded, the same arrays for all). The process reports and ends when
@@ -25,17 +26,14 @@ per tool, medians over seeds: best CV accuracy at the budget, time to reach the 
 score, and time to get within 0.01 (1 point) of the best score any run found. Target:
 automl <= 0.5x KerasTuner Hyperband's time. The curves go to ``results/search_efficiency.png``.
 
-    python benchmarks/search_efficiency.py [--quick] [--budget 300] [--seeds 0,1,2]
+    python -m benchmarks.search_efficiency [--quick] [--budget 300] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,13 +41,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
+NAME = "search_efficiency"
 METHODS = ("automl", "optuna_random", "kt_hyperband", "kt_random")
 WITHIN = 0.01  # "within 1 point" of the best score any run found, in accuracy
-RESULT_PREFIX = "RESULT "
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,12 +57,12 @@ def _config(method: str, seed: int, work: Path, size: dict[str, int], budget: fl
     from automl.config.schema import config_from_dict
 
     if method == "floor":
-        space, sampler, pruner, n_trials = common.hand_tuned_space(size["epochs"]), None, None, 1
+        space, sampler, pruner, n_trials = harness.hand_tuned_space(size["epochs"]), None, None, 1
     else:
-        space, n_trials = common.search_space(size["epochs"]), None
-        sampler = {"name": "random"} if method != "automl" else None  # automl: common's TPE
-        pruner = {"name": "none"} if method != "automl" else None  # automl: common's median
-    raw = common.study_config(
+        space, n_trials = harness.search_space(size["epochs"]), None
+        sampler = {"name": "random"} if method != "automl" else None  # automl: harness's TPE
+        pruner = {"name": "none"} if method != "automl" else None  # automl: harness's median
+    raw = harness.study_config(
         name=f"{method}_seed{seed}",
         studies_dir=work / "studies",
         train=work / "data" / "train",
@@ -84,7 +80,7 @@ def _config(method: str, seed: int, work: Path, size: dict[str, int], budget: fl
 
 def _fixed_splits(work: Path, size: dict[str, int]):
     """The folds every tool and seed uses: those of the seed-0 configuration."""
-    from automl.search.tune import prepare_splits
+    from automl.search.session import prepare_splits
 
     return prepare_splits(_config("automl", 0, work, size, budget=1.0))
 
@@ -95,8 +91,9 @@ def run_optuna(
     """automl, Optuna random or the floor: automl's own k-fold objective on the fixed folds."""
     import optuna
 
+    from automl.search.attrs import TrialSummary
+    from automl.search.session import optimize
     from automl.search.storage import create_or_load
-    from automl.search.tune import optimize
 
     config = _config(method, seed, work, size, budget)
     splits = _fixed_splits(work, size)
@@ -112,7 +109,7 @@ def run_optuna(
                 "t": round(time.perf_counter() - started, 2),
                 "value": trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
                 "state": trial.state.name.lower(),
-                "epochs": trial.user_attrs.get("epochs_total", 0),
+                "epochs": TrialSummary.from_trial(trial).epochs or 0,
             }
         )
 
@@ -123,7 +120,7 @@ def run_optuna(
     return {"events": events}
 
 
-class _HpAsOptunaTrial:
+class HpAsOptunaTrial:
     """KerasTuner's ``hp`` behind the ``suggest_*`` calls automl's ``SearchSpace`` makes."""
 
     def __init__(self, hp: Any) -> None:
@@ -141,27 +138,154 @@ class _HpAsOptunaTrial:
         return self.hp.Choice(name, list(choices))
 
 
+def keras_tuner_folds(
+    params: dict[str, Any],
+    hp_values: dict[str, Any],
+    splits: Any,
+    *,
+    image_size: int,
+    seeds: list[int],
+    checkpoints: Path,
+    trial_id: str,
+    save: bool,
+) -> tuple[list[float], int]:
+    """A KerasTuner trial over the k folds: each fold's validation accuracy, epochs trained.
+
+    A trial that trains the whole recipe from new weights is automl's own fold fit
+    (``fit_fold``). Hyperband's other trials train part of it: a first rung stops after
+    ``tuner/epochs`` of the ``params["epochs"]`` the schedule spans, and a promoted trial goes
+    on from the model its earlier rung saved (``<checkpoints>/<trial id>_fold<k>.keras``,
+    written when ``save``); ``partial_fold`` trains those. A fold whose loss diverged scores
+    0, as a model that learned nothing.
+    """
+    from automl.nn.fit import fit_fold
+
+    tuning = splits.tuning
+    epochs = int(hp_values.get("tuner/epochs", params["epochs"]))
+    initial = int(hp_values.get("tuner/initial_epoch", 0))
+    resume = hp_values.get("tuner/trial_id")
+    whole = resume is None and initial == 0 and epochs == int(params["epochs"])
+    scores, trained = [], 0
+    for fold, (train_idx, val_idx) in enumerate(splits.folds):
+        path = checkpoints / f"{trial_id}_fold{fold}.keras" if save else None
+        if whole:
+            fit = fit_fold(
+                params, tuning.images, tuning.labels, train_idx, val_idx,
+                n_classes=splits.n_classes, image_size=image_size, seed=seeds[fold],
+                metric="accuracy", save_to=path,
+            )  # fmt: skip
+            scores.append(0.0 if fit.nan_loss else fit.score)
+            trained += fit.epochs_run + int(fit.nan_loss)  # the epoch that diverged trained too
+            continue
+        previous = checkpoints / f"{resume}_fold{fold}.keras" if resume is not None else None
+        scores.append(
+            partial_fold(
+                params, tuning.images, tuning.labels, train_idx, val_idx,
+                n_classes=splits.n_classes, image_size=image_size, seed=seeds[fold],
+                epochs=epochs, initial_epoch=initial, weights=previous, save_to=path,
+            )
+        )  # fmt: skip
+        trained += epochs - initial
+    return scores, trained
+
+
+def partial_fold(
+    params: dict[str, Any],
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    n_classes: int,
+    image_size: int,
+    seed: int,
+    epochs: int,
+    initial_epoch: int = 0,
+    weights: Path | None = None,
+    save_to: Path | None = None,
+) -> float:
+    """Train epochs ``initial_epoch`` to ``epochs`` of a fold's ``params["epochs"]``-epoch recipe.
+
+    What ``automl.nn.fit.fit_fold`` does for a whole fold (the same seeds, weight averaging and
+    schedule, the validation rows scored after every epoch), for the parts of it Hyperband
+    trains and ``fit_fold`` cannot: stopping before the schedule's end with the model saved,
+    and going on from ``weights`` with the schedule at ``initial_epoch``. Class weights are
+    left out (the benchmark spaces draw none). Returns the last epoch's validation accuracy
+    (0 if the loss diverged).
+    """
+    import keras
+
+    from automl.metrics import compute_metric
+    from automl.nn.inference import PREDICT_BATCH_SIZE
+    from automl.nn.models import build_model
+    from automl.nn.pipeline import make_dataset
+    from automl.nn.schedules import (
+        VAL_METRIC_LOG,
+        StepLearningRate,
+        WeightAveraging,
+        training_callbacks,
+    )
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_model(params, n_classes=n_classes, image_size=image_size)
+    if weights is not None:
+        model.load_weights(weights)
+    batch_size = int(params["batch_size"])
+    train = make_dataset(
+        images, labels, train_idx, n_classes=n_classes, batch_size=batch_size, training=True,
+        augment=params["augment"], seed=seed,
+    )  # fmt: skip
+    val = make_dataset(images, None, val_idx, n_classes=n_classes, batch_size=PREDICT_BATCH_SIZE)
+    scores: list[float] = []
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            probabilities = self.model.predict(val, verbose=0)
+            finite = bool(np.isfinite(probabilities).all())
+            scores.append(
+                compute_metric("accuracy", labels[val_idx], probabilities) if finite else 0.0
+            )
+            (logs if logs is not None else {})[VAL_METRIC_LOG] = scores[-1]  # for plateau
+            self.model.stop_training = not finite
+
+    steps = math.ceil(len(train_idx) / batch_size)
+    schedule = training_callbacks(params, steps_per_epoch=steps, epochs=int(params["epochs"]))
+    for callback in schedule:  # the rate goes on from where the earlier rung left it
+        if isinstance(callback, StepLearningRate):
+            callback.step = initial_epoch * steps
+    averaging = [WeightAveraging()] if params.get("ema", {}).get("momentum", 0) > 0 else []
+    model.fit(
+        train,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[*averaging, Score(), *schedule],  # averaged weights first: they are scored
+        shuffle=False,
+        verbose=0,
+    )
+    if save_to is not None:
+        model.save(save_to)
+    return scores[-1] if scores else 0.0
+
+
 def run_keras_tuner(
     method: str, seed: int, work: Path, size: dict[str, int], budget: float, spec: dict
 ) -> dict:
     """KerasTuner Hyperband or RandomSearch over automl's space, k folds per trial."""
-    import keras
     import keras_tuner as kt
 
     from automl.nn.models import build_model
-    from automl.nn.pipeline import make_dataset
 
     config = _config("automl", seed, work, size, budget)
     splits = _fixed_splits(work, size)
-    space, tuning, n_classes = config.space, splits.tuning, splits.n_classes
-    image_size = config.data.image_size
+    space, n_classes, image_size = config.space, splits.n_classes, config.data.image_size
     checkpoints = work / "kt_weights" / f"{method}_seed{seed}"
     checkpoints.mkdir(parents=True, exist_ok=True)
     events: list[dict[str, Any]] = []
 
     class HyperModel(kt.HyperModel):
         def build(self, hp):
-            params = space.suggest(_HpAsOptunaTrial(hp))
+            params = space.suggest(HpAsOptunaTrial(hp))
             return build_model(params, n_classes=n_classes, image_size=image_size)
 
     class KFoldMixin:
@@ -173,54 +297,26 @@ def run_keras_tuner(
 
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
-            params = space.suggest(_HpAsOptunaTrial(hp))
-            epochs = int(hp.values.get("tuner/epochs", params["epochs"]))
-            initial_epoch = int(hp.values.get("tuner/initial_epoch", 0))
-            resume_from = hp.values.get("tuner/trial_id")
+            params = space.suggest(HpAsOptunaTrial(hp))
             trial_seed = seed * 10_000 + len(events)
-            scores = []
-            for fold, (train_idx, val_idx) in enumerate(splits.folds):
-                keras.backend.clear_session()
-                keras.utils.set_random_seed(trial_seed + fold)
-                model = build_model(params, n_classes=n_classes, image_size=image_size)
-                if resume_from is not None:
-                    model.load_weights(checkpoints / f"{resume_from}_fold{fold}.weights.h5")
-                train = make_dataset(
-                    tuning.images,
-                    tuning.labels,
-                    train_idx,
-                    n_classes=n_classes,
-                    batch_size=int(params["batch_size"]),
-                    training=True,
-                    augment=params["augment"],
-                    seed=trial_seed + fold,
-                )
-                # validation_data, as KerasTuner users pass it: the validation fold is scored
-                # after every epoch, the same work automl's per-epoch pruning reports cost.
-                val = make_dataset(
-                    tuning.images, tuning.labels, val_idx, n_classes=n_classes, batch_size=256
-                )
-                history = model.fit(
-                    train,
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    validation_data=val,
-                    shuffle=False,
-                    verbose=0,
-                )
-                if method == "kt_hyperband":
-                    model.save_weights(checkpoints / f"{trial.trial_id}_fold{fold}.weights.h5")
-                # The last epoch's validation accuracy: no second pass over the fold, as automl
-                # keeps its last per-epoch probabilities instead of predicting again.
-                scores.append(float(history.history["val_accuracy"][-1]))
+            scores, trained = keras_tuner_folds(
+                params,
+                hp.values,
+                splits,
+                image_size=image_size,
+                seeds=[trial_seed + fold for fold in range(len(splits.folds))],
+                checkpoints=checkpoints,
+                trial_id=trial.trial_id,
+                save=method == "kt_hyperband",
+            )
             value = float(np.mean(scores))
             events.append(
                 {
                     "t": round(time.perf_counter() - started, 2),
                     "value": value,
                     "state": "complete",
-                    "epochs": (epochs - initial_epoch) * len(splits.folds),
-                    "trial_epochs": epochs,
+                    "epochs": trained,
+                    "trial_epochs": int(hp.values.get("tuner/epochs", params["epochs"])),
                 }
             )
             return value
@@ -257,10 +353,11 @@ def run_keras_tuner(
 
 
 def run_one(spec: dict[str, Any]) -> None:
+    """Child process: one (tool, seed) run; answers the parent with its trial events."""
     work, size = Path(spec["work"]), spec["size"]
     runner = run_keras_tuner if spec["method"].startswith("kt_") else run_optuna
     result = runner(spec["method"], spec["seed"], work, size, spec["budget"], spec)
-    print(RESULT_PREFIX + json.dumps({**spec, **result}), flush=True)
+    harness.child_result({**spec, **result})
 
 
 def _stop_at_budget(spec: dict[str, Any], events: list[dict[str, Any]], budget: float) -> None:
@@ -273,7 +370,7 @@ def _stop_at_budget(spec: dict[str, Any], events: list[dict[str, Any]], budget: 
     import threading
 
     def stop() -> None:
-        print(RESULT_PREFIX + json.dumps({**spec, "events": list(events)}), flush=True)
+        harness.child_result({**spec, "events": list(events)})
         os._exit(0)
 
     timer = threading.Timer(budget + 1.0, stop)
@@ -284,18 +381,6 @@ def _stop_at_budget(spec: dict[str, Any], events: list[dict[str, Any]], budget: 
 # --------------------------------------------------------------------------------------------
 # The comparison (parent process)
 # --------------------------------------------------------------------------------------------
-
-
-def launch(spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--run-one", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=common.REPO)
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    raise SystemExit(
-        f"{spec['method']} seed {spec['seed']} failed (exit {done.returncode}):\n"
-        f"{done.stderr[-3000:]}"
-    )
 
 
 def curve(events: list[dict[str, Any]], budget: float) -> list[tuple[float, float]]:
@@ -413,24 +498,27 @@ def plot(runs: list[dict[str, Any]], budget: float, summary: dict[str, Any], pat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, 40 s budget, 1 seed")
+    parser = harness.argument_parser(
+        NAME,
+        __doc__,
+        quick="small data, 40 s budget, 1 seed",
+        seeds="default 0 1 2 (quick: 0)",
+        child=True,
+    )
     parser.add_argument("--budget", type=float, default=None, help="seconds (default 300)")
-    parser.add_argument("--seeds", default=None, help="default 0,1,2 (quick: 0)")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
         run_one(json.loads(args.run_one))
         return
-    size = common.sizes(args.quick)
+    size = harness.sizes(args.quick)
     budget = args.budget or (40.0 if args.quick else 300.0)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     methods = [m.strip() for m in args.methods.split(",")]
     runs = []
     with tempfile.TemporaryDirectory(prefix="automl_search_bench_") as tmp:
         work = Path(tmp)
-        common.wbc_subset(work / "data", size["per_class"], size["test_per_class"], seed=0)
+        harness.wbc_subset(work / "data", size["per_class"], size["test_per_class"], seed=0)
         # Seeds outermost: slow drift of the machine spreads over every tool alike.
         for seed in seeds:
             for method in ["floor", *methods]:
@@ -441,7 +529,7 @@ def main() -> None:
                     "size": size,
                     "budget": budget,
                 }
-                run = launch(spec)
+                run = harness.run_child(NAME, spec, f"{method} seed {seed}")
                 scored = [e for e in run["events"] if e["value"] is not None]
                 best = max((e["value"] for e in scored), default=None)
                 print(
@@ -451,14 +539,13 @@ def main() -> None:
                 )
                 runs.append(run)
     rows, summary = summarise(runs, budget)
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    picture = common.RESULTS / f"search_efficiency{'-quick' if args.quick else ''}.png"
+    picture = harness.output_path(args.results, NAME, args.quick, ".png")
     plot(runs, budget, summary, picture)
     ratio = summary["ratio_automl_to_kt_hyperband"]
     verdict = "not measurable" if ratio is None else ("met" if ratio <= 0.5 else "not met")
-    common.save_results(
-        "search_efficiency",
-        title=f"Search efficiency: {budget:.0f} s per tool and seed, seeds {args.seeds or seeds}",
+    harness.save_results(
+        NAME,
+        title=f"Search efficiency: {budget:.0f} s per tool and seed, seeds {seeds}",
         description=(
             f"bccd_wbc_aug subset: {size['per_class']} TRAIN images per class, "
             f"{size['n_folds']} grouped folds (the same for every run), {size['image_size']} "
@@ -489,6 +576,7 @@ def main() -> None:
             "runs": [{k: r[k] for k in ("method", "seed", "events") if k in r} for r in runs],
         },
         quick=args.quick,
+        folder=args.results,
     )
 
 

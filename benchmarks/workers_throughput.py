@@ -12,40 +12,31 @@ memory after every trial; on a 2-core machine two workers also share the same tw
 expect little gain from the second worker on CPU. The load average at the start is recorded:
 other processes running on the machine slow every setting.
 
-    python benchmarks/workers_throughput.py [--quick] [--n-trials 6] [--settings in-process,1,2]
+    python -m benchmarks.workers_throughput [--quick] [--n-trials 6] [--settings in-process,1,2]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import harness
 
-import common  # noqa: E402
-
-REPO = common.REPO
-SPACE = REPO / "search_spaces" / "quickstart.yaml"
+NAME = "workers_throughput"
+SPACE = harness.REPO / "search_spaces" / "quickstart.yaml"
 
 
 def run_setting(setting: str, n_trials: int, studies: Path) -> dict[str, object]:
     """One ``automl tune`` run; returns its timings and trial counts."""
     import optuna
 
+    from automl.search.attrs import TrialSummary
     from automl.search.storage import load_study
 
     name = f"bench_{setting.replace('-', '_')}"
     command = [
-        sys.executable,
-        "-m",
-        "automl.cli",
-        "--quiet",
         "tune",
         "--space",
         str(SPACE),
@@ -62,11 +53,7 @@ def run_setting(setting: str, n_trials: int, studies: Path) -> dict[str, object]
     if setting != "in-process":
         command += ["--workers", setting]
     load = os.getloadavg()[0]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{setting}: automl tune failed:\n{done.stderr[-2000:]}")
+    wall = harness.run_automl_cli(command, setting)
     _, study = load_study(name, studies)
     finished = [
         t
@@ -76,6 +63,7 @@ def run_setting(setting: str, n_trials: int, studies: Path) -> dict[str, object]
     window = (
         max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
     ).total_seconds()
+    summaries = [TrialSummary.from_trial(t) for t in finished]
     values = [t.value for t in finished if t.value is not None]
     return {
         "setting": setting,
@@ -84,17 +72,14 @@ def run_setting(setting: str, n_trials: int, studies: Path) -> dict[str, object]
         "trials_per_hour_wall": round(len(finished) * 3600 / wall, 1),
         "window_seconds": round(window, 1),
         "trials_per_hour_window": round(len(finished) * 3600 / window, 1),
-        "mean_train_seconds": round(
-            sum(t.user_attrs.get("train_seconds", 0.0) for t in finished) / len(finished), 1
-        ),
+        "mean_train_seconds": round(sum(t.seconds or 0.0 for t in summaries) / len(finished), 1),
         "best_value": round(max(values), 4) if values else None,
         "load_average_at_start": round(load, 2),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 trials per setting")
+    parser = harness.argument_parser(NAME, __doc__, quick="2 trials per setting")
     parser.add_argument("--n-trials", type=int, default=None, help="default 6 (quick: 2)")
     parser.add_argument("--settings", default="in-process,1,2")
     args = parser.parse_args()
@@ -105,8 +90,8 @@ def main() -> None:
             row = run_setting(setting.strip(), n_trials, Path(tmp))
             print(json.dumps(row), flush=True)
             rows.append(row)
-    common.save_results(
-        "workers_throughput",
+    harness.save_results(
+        NAME,
         title=f"Trials per hour, quick-start space ({n_trials} trials, pruning off)",
         description=(
             "wall = the whole `automl tune` command; window = first trial start to last trial "
@@ -125,6 +110,7 @@ def main() -> None:
             "load_average_at_start",
         ],
         quick=args.quick,
+        folder=args.results,
     )
 
 

@@ -144,3 +144,16 @@ def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
     (tmp_path / "b.py").write_text("from automl.search.a import f\n")
     found = cycles({"automl.search.a": tmp_path / "a.py", "automl.search.b": tmp_path / "b.py"})
     assert found == [["automl.search.a", "automl.search.b", "automl.search.a"]]
+
+
+@pytest.mark.parametrize("package", ["search", "nn"])
+def test_functions_in_search_and_nn_stay_short(package: str) -> None:
+    # The training and trial code is where a long function hid eight jobs; keep each to one.
+    long = []
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
+    assert not long, f"functions over 60 lines: {long}"
