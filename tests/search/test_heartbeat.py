@@ -24,6 +24,9 @@ from automl.search.heartbeat import (
     journal_lock,
 )
 
+# These tests drive the storage by hand; Optuna warns that heartbeats belong to Study.optimize.
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
 
 def _study(tmp_path: Path, *, grace: int = 1, max_retries: int = 2) -> optuna.Study:
     journal = str(tmp_path / "study.journal")
