@@ -60,11 +60,15 @@ def write_frame_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write`` on a temporary sibling of ``path``, then move it over ``path``."""
+    """Call ``write`` on a temporary sibling of ``path``, then move it over ``path``.
+
+    The temporary name is hidden and keeps ``path``'s suffix (``.fold_0.keras.<pid>.<uid>.tmp
+    .keras``), so writers that choose the format by suffix (Keras, NumPy's ``savez``) work on it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh name per call (not mkstemp) so that the writer creates the file itself and the
     # result gets the usual permissions from the umask rather than mkstemp's 0600.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{path.suffix}")
     try:
         write(temporary)
         os.replace(temporary, path)

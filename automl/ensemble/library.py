@@ -61,8 +61,9 @@ def trial_library(
             folder = folder_of(trial.number)
         else:
             folder = Path(trial.user_attrs.get(TRIAL_DIR, ""))
-        models = sorted(folder.glob("fold_*.keras"), key=lambda p: int(p.stem.split("_")[1]))
-        models = [m for m in models if not m.name.endswith(".tmp.keras")]
+        # Older versions saved to fold_<k>.tmp.keras first; a killed worker may have left one.
+        saved = [m for m in folder.glob("fold_*.keras") if not m.name.endswith(".tmp.keras")]
+        models = sorted(saved, key=lambda p: int(p.stem.split("_")[1]))
         if not models:
             logger.warning("trial %d has no fold models in %s; left out", trial.number, folder)
             continue

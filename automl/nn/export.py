@@ -10,7 +10,6 @@ rounding). It holds only built-in Keras layers, so plain
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from automl.nn.models import latency_ms
+from automl.nn.models import latency_ms, save_model
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def save_averaging_model(
         name: the exported model's name.
         latency_runs: batch-1 predictions timed after a warm-up.
     """
-    _save(_averaging_model(fold_models, image_size, name), out)
+    save_model(_averaging_model(fold_models, image_size, name), out)  # atomically
     reloaded = keras.saving.load_model(out, safe_mode=True)
     return SavedModel(
         path=out,
@@ -87,11 +86,3 @@ def _averaging_model(fold_models: Sequence[FoldModel], image_size: int, name: st
         outputs += [named(resized)] * fold_model.weight
     probabilities = keras.layers.Average(name="probs")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(image, probabilities, name=name)
-
-
-def _save(model: keras.Model, out: Path) -> None:
-    """Save through a temporary file, so a crash never leaves half a model at ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, out)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import tensorflow as tf
 
 from automl.metrics import compute_metric, log_loss_value
 from automl.nn.inference import PREDICT_BATCH_SIZE
-from automl.nn.models import build_model, count_parameters, latency_ms
+from automl.nn.models import build_model, count_parameters, latency_ms, save_model
 from automl.nn.pipeline import make_dataset
 from automl.nn.schedules import VAL_METRIC_LOG, WeightAveraging, training_callbacks
 
@@ -133,7 +132,7 @@ def fit_fold(
             )  # fmt: skip
         probabilities = reporter.final_probabilities(best_weights_restored=bool(patience))
         if save_to is not None:
-            _save_model(model, save_to)
+            save_model(model, save_to)
         return FoldFit(
             probabilities, compute_metric(metric, labels[val_indices], probabilities),
             reporter.history, n_params, model_path=save_to,
@@ -330,10 +329,3 @@ def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, f
     counts = np.bincount(labels, minlength=n_classes).astype(float)
     # sklearn's "balanced": n_samples / (n_classes * count)
     return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
-
-
-def _save_model(model: keras.Model, path: Path) -> None:
-    # Saved under a temporary name and renamed: a killed worker never leaves half a model.
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)

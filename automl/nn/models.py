@@ -34,6 +34,7 @@ import numpy as np
 from automl.config.backbones import CUSTOM_CNN, CUSTOM_RESNET, Backbone, get_backbone
 from automl.config.space import WEIGHTS_IMAGENET, WEIGHTS_NONE
 from automl.errors import AutoMLError
+from automl.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,11 @@ def count_parameters(model: keras.Model) -> dict[str, int]:
     """Total and trainable parameter counts."""
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return {"total": int(model.count_params()), "trainable": trainable}
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save ``model`` (``.keras``) atomically: a killed process never leaves half a model."""
+    atomic_write(Path(path), model.save)
 
 
 def latency_ms(model: keras.Model, batch: np.ndarray, runs: int = 10) -> float:

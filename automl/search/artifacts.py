@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import statistics
 import warnings
@@ -48,6 +47,7 @@ from optuna.trial import FrozenTrial
 from sklearn.metrics import confusion_matrix
 
 from automl.console import show_value
+from automl.files import atomic_write
 from automl.nn.previews import augmentation_figure, preview_indices
 from automl.plots import write_confusion_matrix
 from automl.search.attrs import (
@@ -219,9 +219,8 @@ def _copy_preview(
     cached = study_dir / PREVIEWS_DIR / f"augmentation_{key[:16]}.png"
     if not cached.is_file():
         # Drawn to a private name and renamed: workers sharing the study may draw it at once.
-        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.png")
-        _save(augmentation_figure(images, augment, 0, "fold-0 training images"), partial)
-        os.replace(partial, cached)
+        figure = augmentation_figure(images, augment, 0, "fold-0 training images")
+        atomic_write(cached, lambda temporary: _save(figure, temporary))
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, path)
 

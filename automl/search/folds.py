@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from automl.files import atomic_write, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 OOF_FILE = "oof.npz"
@@ -93,7 +95,7 @@ class TrialFolds:
         _atomic_savez(out_dir / OOF_FILE, probabilities=self.probabilities, ids=ids.astype(str))
         for record in out_dir.glob("fold_*.npz"):
             record.unlink()
-        (out_dir / HISTORY_FILE).write_text(json.dumps(self.histories), encoding="utf-8")
+        atomic_write_text(out_dir / HISTORY_FILE, json.dumps(self.histories))
 
 
 def save_finished_fold(
@@ -154,6 +156,4 @@ def _params_key(params: dict[str, Any]) -> str:
 
 
 def _atomic_savez(path: Path, **arrays: Any) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda temporary: np.savez_compressed(temporary, **arrays))

@@ -46,7 +46,8 @@ class _Unprintable:
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(path.name for path in folder.iterdir() if path.name.endswith(".tmp"))
+    # Temporary names are hidden and hold ".tmp" before the destination's suffix.
+    return sorted(path.name for path in folder.iterdir() if ".tmp" in path.name)
 
 
 def test_predictions_frame_columns_and_rows(tmp_path: Path) -> None:

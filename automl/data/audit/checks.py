@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +59,7 @@ from automl.data.audit.neighbours import nearest_neighbours
 from automl.data.readers import ImageSet, list_image_files, read_source
 from automl.data.splits import Splits
 from automl.errors import DataError
+from automl.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -559,24 +559,21 @@ def _read_screening(path: Path, n: int) -> _Screening | None:
 
 def _write_screening(path: Path, found: _Screening) -> None:
     """Write atomically (workers may race); a failure only costs the cache."""
-    temp: Path | None = None
+
+    def write(temporary: Path) -> None:
+        np.savez(
+            temporary,
+            group=found.duplicates.group,
+            exact=found.duplicates.exact,
+            links=json.dumps(found.duplicates.links),
+            digest=found.digest,
+            outlier=found.outlier,
+        )
+
     try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        temp = Path(name)
-        with os.fdopen(handle, "wb") as out:
-            np.savez(
-                out,
-                group=found.duplicates.group,
-                exact=found.duplicates.exact,
-                links=json.dumps(found.duplicates.links),
-                digest=found.digest,
-                outlier=found.outlier,
-            )
-        os.replace(temp, path)
+        atomic_write(path, write)
     except OSError as error:
         logger.warning("Cannot keep the data screening in %s (%s).", path.parent, error)
-        if temp is not None:
-            temp.unlink(missing_ok=True)
 
 
 def replace_groups(pool: ImageSet, group: np.ndarray) -> ImageSet:
