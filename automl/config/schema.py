@@ -480,10 +480,14 @@ def _algorithm(source: str, key: str, raw: Any, known: dict[str, str]) -> Algori
             raise ConfigError(
                 f"{source}: {key} is not valid for optuna {known[name]}: {exc}"
             ) from exc
-        except ImportError as exc:  # cmaes' optional package
+    if known is SAMPLERS and name == "cmaes":
+        # Optuna's CmaEsSampler imports its optional package only when it first samples.
+        try:
+            import cmaes  # noqa: F401
+        except ImportError as exc:
             raise ConfigError(
-                f"{source}: {key}.name={name} needs a package that is not installed ({exc}); "
-                f"pip install it, or choose another {key.split('.')[-1]}."
+                f"{source}: study.sampler is cmaes, but the 'cmaes' package is not "
+                "installed; pip install cmaes, or use tpe."
             ) from exc
     return AlgorithmConfig(name, options)
 

@@ -37,7 +37,7 @@ from automl.config.schema import (
     grid_search_space,
     load_config,
 )
-from automl.errors import ConfigError, StudyError
+from automl.errors import StudyError
 from automl.search.attrs import (
     CONFIG_ATTR,
     CONFIG_MISSING_ATTR,
@@ -151,28 +151,15 @@ def make_sampler(
         return cls(
             grid_search_space(config.space, source=config.source), seed=seed, **spec.options
         )
-    if spec.name == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                f"{config.source}: study.sampler is cmaes, but the 'cmaes' package is not "
-                "installed; pip install cmaes, or use tpe."
-            ) from exc
-    try:
-        return cls(seed=seed, **spec.options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config.source}: study.sampler: {exc}") from exc
+    # Names, types and values of the options were checked when the configuration was read.
+    return cls(seed=seed, **spec.options)
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
     """The configured pruner (``none`` -> ``NopPruner``)."""
     spec = config.study.pruner
-    cls = getattr(optuna.pruners, PRUNERS[spec.name])
-    try:
-        return cls(**spec.options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config.source}: study.pruner: {exc}") from exc
+    # The options were checked (and the pruner built once) when the configuration was read.
+    return getattr(optuna.pruners, PRUNERS[spec.name])(**spec.options)
 
 
 def publish_config(study: optuna.Study, config: Config, splits_dict: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -1036,3 +1037,12 @@ def test_space_distributions_in_a_file(tmp_path: Path) -> None:
         "optimizer": CategoricalDistribution(("adam", "sgd")),
         "optimizer.sgd.momentum": FloatDistribution(0.5, 0.99),
     }
+
+
+def test_cmaes_without_its_package_is_refused_when_the_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optuna imports cmaes only when the sampler first samples: too late for a clear error.
+    monkeypatch.setitem(sys.modules, "cmaes", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"'cmaes' package is not installed; pip install cmaes"):
+        load_text(tmp_path, MINIMAL.replace("name: demo", "name: demo\n      sampler: cmaes"))
