@@ -294,13 +294,15 @@ def ensemble(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Select trials out-of-fold; their fold models vote, scored on the hold-out."""
+    from automl.config.schema import SELECTION_METHODS
     from automl.ensemble.build import run_ensemble
+    from automl.ensemble.voting import VOTE_METHODS
     from automl.search.paths import paths_for
 
-    if vote is not None and vote not in ("majority", "soft"):
-        _refuse(f"--vote must be majority or soft, got {vote!r}.")
-    if selection is not None and selection not in ("greedy", "top_k"):
-        _refuse(f"--selection must be greedy or top_k, got {selection!r}.")
+    if vote is not None and vote not in VOTE_METHODS:
+        _refuse(f"--vote must be {' or '.join(VOTE_METHODS)}, got {vote!r}.")
+    if selection is not None and selection not in SELECTION_METHODS:
+        _refuse(f"--selection must be {' or '.join(SELECTION_METHODS)}, got {selection!r}.")
     if selection == "greedy" and top is not None:
         _refuse(
             "--top sets the size of a top_k ensemble; greedy selection sizes its own. "

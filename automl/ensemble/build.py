@@ -30,7 +30,7 @@ import optuna
 
 from automl.config.schema import SELECTION_METHODS, Config, check_target_recall
 from automl.data.readers import ImageSet
-from automl.ensemble.library import Member, load_oof, select_members, trial_library
+from automl.ensemble.library import Member, load_oof, trial_library
 from automl.ensemble.manifest import (
     MANIFEST,
     EnsembleMember,
@@ -58,9 +58,7 @@ __all__ = [
     "MANIFEST",
     "Member",
     "load_manifest",
-    "member_weights",
     "run_ensemble",
-    "select_members",
     "trial_library",
 ]
 
@@ -165,11 +163,6 @@ def load_manifest(config: Config) -> EnsembleResult:
             cannot be read.
     """
     return EnsembleResult.load(paths_for(config), artifacts_root(config))
-
-
-def member_weights(result: EnsembleResult) -> list[int]:
-    """One weight per fold model of ``result`` (its trial's; 1 in old manifests)."""
-    return result.model_weights()
 
 
 def _choose(

@@ -14,7 +14,7 @@ from automl.data.readers import list_image_files, read_images
 from automl.ensemble.build import load_manifest
 from automl.ensemble.outputs import kaggle_frame, predictions_frame
 from automl.ensemble.thresholds import Cutoff, apply_threshold
-from automl.ensemble.voting import Vote, vote
+from automl.ensemble.voting import Vote, vote, votes_for
 from automl.errors import DataError
 from automl.files import write_frame_csv
 
@@ -59,13 +59,11 @@ def _with_threshold(
         raise DataError(f"positive class must be one of {names}, got {chosen.positive_class!r}.")
     index = names.index(chosen.positive_class)
     labels = apply_threshold(result.probabilities[:, index], chosen.threshold, index)
-    agrees = probabilities.argmax(axis=-1) == labels[None, :]
-    # A model of weight w votes w times, as in voting.py.
-    votes = (
-        agrees.sum(axis=0) if weights is None else (agrees * np.asarray(weights)[:, None]).sum(0)
-    )
     return Vote(
-        labels=labels, probabilities=result.probabilities, votes=votes, n_models=result.n_models
+        labels=labels,
+        probabilities=result.probabilities,
+        votes=votes_for(probabilities, labels, weights),  # a model of weight w votes w times
+        n_models=result.n_models,
     )
 
 

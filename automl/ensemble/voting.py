@@ -130,9 +130,19 @@ def soft_vote(probabilities: np.ndarray, weights: Any = None) -> Vote:
     w = _check_weights(weights, n_models)
     mean = _mean(stacked, w)
     labels = mean.argmax(axis=1)
-    agrees = stacked.argmax(axis=2) == labels[np.newaxis, :]
-    votes = agrees.sum(axis=0) if w is None else (agrees * w[:, np.newaxis]).sum(axis=0)
+    votes = _votes_for(stacked, labels, w)
     return Vote(labels=labels, probabilities=mean, votes=votes, n_models=_total(w, n_models))
+
+
+def votes_for(probabilities: np.ndarray, labels: np.ndarray, weights: Any = None) -> np.ndarray:
+    """Per sample, the (weighted) models whose argmax is ``labels``: ``Vote.votes`` for labels
+    chosen another way (a decision threshold).
+
+    Raises:
+        ValueError: as :func:`soft_vote` for the probabilities and weights.
+    """
+    stacked = _check(probabilities)
+    return _votes_for(stacked, np.asarray(labels), _check_weights(weights, stacked.shape[0]))
 
 
 def vote(probabilities: np.ndarray, method: str, weights: Any = None) -> Vote:
@@ -204,6 +214,11 @@ def _mean(stacked: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
 
 def _total(weights: np.ndarray | None, n_models: int) -> int:
     return n_models if weights is None else int(weights.sum())
+
+
+def _votes_for(stacked: np.ndarray, labels: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    agrees = stacked.argmax(axis=2) == labels[np.newaxis, :]
+    return agrees.sum(axis=0) if w is None else (agrees * w[:, np.newaxis]).sum(axis=0)
 
 
 def _vote_counts(

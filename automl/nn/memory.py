@@ -13,9 +13,8 @@ imported TensorFlow already (one that trains), so ``search`` can import it cheap
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 _MB = 1024 * 1024
 
@@ -35,10 +34,6 @@ class MemoryPeaks:
     def to_dict(self) -> dict[str, float]:
         """The known peaks only (a machine without a GPU has no GPU key)."""
         return {key: value for key, value in asdict(self).items() if value is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryPeaks:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
 class PeakMemory:

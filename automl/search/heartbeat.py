@@ -194,9 +194,9 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def worker_identity() -> str:
-    """``host:pid`` of this process, recorded on each trial it runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_identity(pid: int | None = None) -> str:
+    """``host:pid`` of this process (or of child ``pid`` on this host), recorded on its trials."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def worker_attrs() -> dict[str, Any]:

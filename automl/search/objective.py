@@ -72,9 +72,6 @@ from automl.search.attrs import (
     N_PARAMS,
     N_TRAINABLE_PARAMS,
     OOM_RETRY,
-    PEAK_GPU_MEMORY_MB,
-    PEAK_RSS_DELTA_MB,
-    PEAK_RSS_MB,
     PRUNED_AT_STEP,
     PRUNED_IN_FOLD,
     RETRY_OF,
@@ -207,14 +204,8 @@ class Objective:
             shutil.rmtree(run.out_dir, ignore_errors=True)  # only usable models stay on disk
         if state is None:
             return
-        peaks = memory.read()
-        for key, value in (
-            (PEAK_RSS_MB, peaks.peak_rss_mb),
-            (PEAK_RSS_DELTA_MB, peaks.peak_rss_delta_mb),
-            (PEAK_GPU_MEMORY_MB, peaks.peak_gpu_memory_mb),
-        ):
-            if value is not None:
-                trial.set_user_attr(key, value)
+        for key, value in memory.user_attrs().items():  # the PEAK_* names of attrs.py
+            trial.set_user_attr(key, value)
         study = self.config.study
         save_trial_note(
             trial, state, metric=study.metric, stride=self.stride, pruner=study.pruner.name

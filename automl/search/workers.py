@@ -59,7 +59,7 @@ from automl.data.splits import Splits
 from automl.errors import ConfigError, StudyError, input_error_of
 from automl.files import atomic_write_text
 from automl.search.attrs import SPLITS_ATTR, WORKER_ATTR
-from automl.search.heartbeat import fail_stale_trials
+from automl.search.heartbeat import fail_stale_trials, worker_identity
 from automl.search.paths import StudyPaths, paths_for
 from automl.search.session import (
     check_weights,
@@ -182,7 +182,6 @@ class _Supervisor:
         self.last_sweep = 0.0
         self.last_words = ""  # the last log line of the last worker that died
         self.bar = _progress_bar(self.n_trials, self.last_done) if progress else None
-        self.host = socket.gethostname()
 
     def run(self) -> int:
         try:
@@ -286,13 +285,13 @@ class _Supervisor:
                 continue
             if self.launches_left is not None and self.launches_left <= 0:
                 break
-            self.children[slot.index] = _spawn(self.config, slot, self.host, self.seen)
+            self.children[slot.index] = _spawn(self.config, slot, self.seen)
             self.started += 1
             free = None if free is None else free - 1
             self.launches_left = None if self.launches_left is None else self.launches_left - 1
 
 
-def _spawn(config: Config, slot: Slot, host: str, seen: set[str]) -> _Child:
+def _spawn(config: Config, slot: Slot, seen: set[str]) -> _Child:
     env = {**os.environ, SLOT_ENV: str(slot.index)}
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu
@@ -312,7 +311,7 @@ def _spawn(config: Config, slot: Slot, host: str, seen: set[str]) -> _Child:
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    child = _Child(slot, process, f"{host}:{process.pid}")
+    child = _Child(slot, process, worker_identity(process.pid))
     child.reader = threading.Thread(target=child.forward, args=(seen,), daemon=True)
     child.reader.start()
     logger.debug("worker %d started (pid %d, gpu %s)", slot.index, process.pid, slot.gpu)
