@@ -69,6 +69,22 @@ def make_csv_layout(
     return images, csv_path
 
 
+def tiny_cnn_params(image_size: int, **space: object) -> dict:
+    """Resolved hyperparameters of a tiny fixed custom CNN (2 blocks of 4 filters, no head,
+    batch 8), with ``space`` keys added or replaced: what a trial of that space would train."""
+    import optuna
+
+    from automl.config.space import parse_space
+
+    raw = {
+        "backbone": {"name": "custom_cnn", "blocks": 2, "filters": 4, "batchnorm": False},
+        "head": {"layers": 0},
+        "batch_size": 8,
+        **space,
+    }
+    return parse_space(raw, image_size=image_size).suggest(optuna.trial.FixedTrial({}))
+
+
 def real_image_array(
     shared_data: Path, size: int, per_class: int = 6
 ) -> tuple[np.ndarray, np.ndarray]:

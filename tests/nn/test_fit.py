@@ -6,13 +6,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import optuna
 import pytest
 import tensorflow as tf
-from conftest import real_image_array
+from conftest import real_image_array, tiny_cnn_params
 
 import automl.nn.fit
-from automl.config.space import parse_space
 from automl.metrics import compute_metric
 from automl.nn.fit import FoldFit, OutOfMemory, fit_fold
 
@@ -27,15 +25,7 @@ def cells(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _params(**space: object) -> dict:
-    raw = {
-        "backbone": {"name": "custom_cnn", "blocks": 2, "filters": 4, "batchnorm": False},
-        "head": {"layers": 0},
-        "batch_size": 8,
-        "epochs": 3,
-        "learning_rate": 0.01,
-        **space,
-    }
-    return parse_space(raw, image_size=SIZE).suggest(optuna.trial.FixedTrial({}))
+    return tiny_cnn_params(SIZE, **{"epochs": 3, "learning_rate": 0.01, **space})
 
 
 def _fit(cells, params: dict, **kwargs) -> FoldFit:

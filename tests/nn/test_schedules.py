@@ -8,10 +8,9 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from conftest import make_folder_layout, real_image_array, write_study_yaml
+from conftest import make_folder_layout, real_image_array, tiny_cnn_params, write_study_yaml
 
 from automl.config.schema import load_config
-from automl.config.space import parse_space
 from automl.nn.models import build_model
 from automl.nn.pipeline import make_dataset
 from automl.nn.schedules import (
@@ -35,14 +34,7 @@ def cells(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _params(**space: object) -> dict:
-    raw = {
-        "backbone": {"name": "custom_cnn", "blocks": 2, "filters": 4, "batchnorm": False},
-        "head": {"layers": 0},
-        "batch_size": 8,
-        "epochs": 4,
-        **space,
-    }
-    return parse_space(raw, image_size=SIZE).suggest(optuna.trial.FixedTrial({}))
+    return tiny_cnn_params(SIZE, **{"epochs": 4, **space})
 
 
 def _fit(params: dict, cells: tuple[np.ndarray, np.ndarray], extra=()) -> keras.Model:
