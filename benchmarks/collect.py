@@ -29,6 +29,7 @@ ORDER = (
     "gpu_throughput",
     "audit_speed",
     "audit_scaling",
+    "audit_precision",
     "model_quality",
 )
 
