@@ -111,7 +111,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     augment = dict(params["augment"])
     if not spec["augment"]:
         augment["flip"] = "none"
-    configure_device(config.training.mixed_precision)
+    configure_device(config.training.mixed_precision, config.training.deterministic)
     rss_after_import = harness.current_rss_mb()  # TensorFlow's share, before any data
 
     class EpochTimer(keras.callbacks.Callback):

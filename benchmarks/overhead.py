@@ -89,7 +89,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     splits = prepare_splits(config)
     one_fold = dataclasses.replace(splits, folds=splits.folds[:1])
     train_idx, val_idx = one_fold.folds[0]
-    configure_device(config.training.mixed_precision)
+    configure_device(config.training.mixed_precision, config.training.deterministic)
     row: dict[str, Any] = {
         "side": side,
         "repeat": spec["repeat"],

@@ -199,6 +199,8 @@ def validate(
         f"{len(splits.holdout) if splits.holdout is not None else 0} hold-out, "
         f"{config.data.image_size} px; per class {counts}"
     )
+    typer.echo(_training_line(config))
+    typer.echo(_ensemble_line(config))
     typer.echo("parameters:")
     for name, dist in config.space.param_distributions().items():
         typer.echo(f"  {name}: {_describe(dist)}")
@@ -208,6 +210,30 @@ def validate(
         trial = study.ask()
         typer.echo(f"sample {i}: {json.dumps(config.space.suggest(trial), default=str)}")
         study.tell(trial, 0.0)
+
+
+def _training_line(config: Config) -> str:
+    training = config.training
+    patience = training.early_stopping_patience
+    stopping = f"after {patience} flat epochs" if patience else "off"
+    return (
+        f"training: early stopping {stopping}, mixed precision {training.mixed_precision}, "
+        f"jit_compile {training.jit_compile}, deterministic {training.deterministic}"
+    )
+
+
+def _ensemble_line(config: Config) -> str:
+    ensemble = config.ensemble
+    chosen = f"top {ensemble.top_k}" if ensemble.selection == "top_k" else "greedy"
+    extras = "".join(
+        f", {name} {value}"
+        for name, value in (
+            ("positive class", ensemble.positive_class),
+            ("target recall", ensemble.target_recall),
+        )
+        if value is not None
+    )
+    return f"ensemble: {chosen} selection, {ensemble.vote} vote{extras}"
 
 
 def _describe(dist: optuna.distributions.BaseDistribution) -> str:

@@ -8,7 +8,7 @@ directory so that the resolved configuration saved beside the study works from a
               studies_dir, enqueue, artifacts_dir, heartbeat_interval, grace_period, max_retries
     data:     where the images are (format, path, ...), image_size, n_folds, holdout_fraction,
               test (a separate hold-out set), cache
-    training: early_stopping_patience, mixed_precision, jit_compile
+    training: early_stopping_patience, mixed_precision, jit_compile, deterministic
     space:    the hyperparameters and their distributions (see ``space.py``)
     ensemble: selection, top_k, vote, positive_class, target_recall
 
@@ -129,6 +129,7 @@ class TrainingConfig:
     early_stopping_patience: int | None = None
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on" or "off"
     jit_compile: str = "auto"  # "auto" (Keras decides), "on" or "off"
+    deterministic: str = "auto"  # op determinism, same seed same scores; "auto": without a GPU
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Config:
                 "early_stopping_patience": self.training.early_stopping_patience,
                 "mixed_precision": self.training.mixed_precision,
                 "jit_compile": self.training.jit_compile,
+                "deterministic": self.training.deterministic,
             },
             "space": copy.deepcopy(self.space.raw),
             "ensemble": {
@@ -664,14 +666,18 @@ def _parse_source(source: str, key: str, raw: dict[str, Any]) -> DataSource:
 
 def _parse_training(source: str, raw: dict[str, Any]) -> TrainingConfig:
     _unknown(
-        source, "training.", raw, ("early_stopping_patience", "mixed_precision", "jit_compile")
+        source,
+        "training.",
+        raw,
+        ("early_stopping_patience", "mixed_precision", "jit_compile", "deterministic"),
     )
     patience = raw.get("early_stopping_patience")
     if patience is not None:
         patience = _int(source, "training.early_stopping_patience", patience, low=1)
     mixed = _switch(source, "training.mixed_precision", raw.get("mixed_precision", "auto"))
     jit = _switch(source, "training.jit_compile", raw.get("jit_compile", "auto"))
-    return TrainingConfig(patience, mixed, jit)
+    deterministic = _switch(source, "training.deterministic", raw.get("deterministic", "auto"))
+    return TrainingConfig(patience, mixed, jit, deterministic)
 
 
 def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:

@@ -153,8 +153,16 @@ def release() -> None:
     gc.collect()
 
 
-def configure_device(mixed_precision: str) -> dict[str, Any]:
-    """Memory growth on every GPU, mixed precision when asked (``auto``: only with a GPU)."""
+def configure_device(mixed_precision: str, deterministic: str = "auto") -> dict[str, Any]:
+    """Memory growth on every GPU; mixed precision and op determinism as asked.
+
+    ``auto`` means mixed precision only with a GPU, and determinism only without one. With
+    TensorFlow's op determinism a trial's seed fixes its scores (same machine, same versions,
+    same study); without it, multi-threaded kernels and the input pipeline's parallel map change
+    the last digits of a fold's weights from run to run, and now and then a trial's score. On a
+    GPU it costs speed and some ops have no deterministic kernel (TensorFlow raises), hence off
+    there unless asked.
+    """
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
@@ -163,7 +171,14 @@ def configure_device(mixed_precision: str) -> dict[str, Any]:
             pass
     use_mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
-    return {"gpus": len(gpus), "mixed_precision": use_mixed}
+    use_determinism = deterministic == "on" or (deterministic == "auto" and not gpus)
+    if use_determinism:
+        tf.config.experimental.enable_op_determinism()
+    else:  # a process can run studies of both kinds (tests, notebooks): undo an earlier one
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
+    return {"gpus": len(gpus), "mixed_precision": use_mixed, "deterministic": use_determinism}
 
 
 def _fresh_model(

@@ -103,7 +103,10 @@ def record_device(study: optuna.Study, config: Config) -> None:
     """Set up this process's accelerator for training and note it in the study (dashboard)."""
     from automl.nn.fit import configure_device  # imports TensorFlow
 
-    study.set_user_attr(DEVICE_ATTR, configure_device(config.training.mixed_precision))
+    study.set_user_attr(
+        DEVICE_ATTR,
+        configure_device(config.training.mixed_precision, config.training.deterministic),
+    )
 
 
 # --- the stop rule -------------------------------------------------------------------------------

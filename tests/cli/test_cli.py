@@ -168,9 +168,22 @@ def test_too_many_folds_is_caught_before_any_study_exists(tmp_path: Path, data_r
 
 def test_validate_prints_parameters_and_samples(tmp_path: Path, data_root: Path) -> None:
     space = write_study_yaml(tmp_path / "cells.yaml", data_root, tmp_path / "studies")
-    result = _invoke("validate", "--space", str(space), "--samples", "2")
+    result = _invoke(
+        "validate",
+        "--space",
+        str(space),
+        "--samples",
+        "2",
+        "--set",
+        "training.deterministic=off",
+        "--set",
+        "ensemble.vote=soft",
+    )
     assert result.exit_code == 0, result.output
     assert "valid." in result.stdout
+    assert "training: early stopping off, mixed precision auto, " in result.stdout
+    assert "deterministic off" in result.stdout
+    assert "ensemble: greedy selection, soft vote" in result.stdout
     assert "backbone.custom_cnn.filters: categorical [4, 8]" in result.stdout
     assert result.stdout.count("sample ") == 2
     assert not (tmp_path / "studies").exists()  # validate trains and writes nothing

@@ -82,7 +82,10 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.data.holdout_fraction == 0.2
     assert config.data.test is None and config.data.cache is True
     assert config.training.early_stopping_patience is None
-    assert (config.training.mixed_precision, config.training.jit_compile) == ("auto", "auto")
+    training = config.training
+    assert (training.mixed_precision, training.jit_compile, training.deterministic) == (
+        "auto",
+    ) * 3
     assert (config.ensemble.top_k, config.ensemble.vote) == (5, "majority")
     assert config.ensemble.selection == "greedy"
     assert config.source == str(tmp_path / "my_study.yaml")
@@ -199,7 +202,7 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
         (
             "data: {format: digits}\ntraining: {patience: 3}\n",
             r"training\.patience is not a known key; valid keys here: "
-            r"early_stopping_patience, mixed_precision, jit_compile\.",
+            r"early_stopping_patience, mixed_precision, jit_compile, deterministic\.",
         ),
         (
             "data: {format: digits}\nensemble: {k: 3}\n",
@@ -402,9 +405,13 @@ def test_yes_no_read_as_booleans_where_a_word_is_expected(
 
 @pytest.mark.parametrize(("word", "expected"), [("yes", "on"), ("off", "off"), ("auto", "auto")])
 def test_on_off_switches_accept_yaml_booleans(tmp_path: Path, word: str, expected: str) -> None:
-    text = minimal_with(f"training: {{mixed_precision: {word}, jit_compile: {word}}}\n")
+    text = minimal_with(
+        f"training: {{mixed_precision: {word}, jit_compile: {word}, deterministic: {word}}}\n"
+    )
     training = load_text(tmp_path, text).training
-    assert (training.mixed_precision, training.jit_compile) == (expected, expected)
+    assert (training.mixed_precision, training.jit_compile, training.deterministic) == (
+        (expected,) * 3
+    )
 
 
 def test_switch_with_another_word(tmp_path: Path) -> None:
