@@ -31,6 +31,7 @@ ORDER = (
     "audit_scaling",
     "audit_precision",
     "model_quality",
+    "quickstart_ensemble",
 )
 
 
@@ -123,6 +124,24 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         )
     for row in (quality or {}).get("verdicts", []):  # judged by model_quality.py itself
         add("8. model quality (issue 13)", row["target"], row["measured"], None, row["verdict"])
+    quick_start = results.get("quickstart_ensemble")
+    goal = (
+        "quick start's greedy ensemble >= its best trial on the hold-out, every seed (soft vote)"
+    )
+    soft = [r for r in (quick_start or {}).get("rows", []) if r["vote"] == "soft"]
+    shipped = next((r for r in soft if r["recipe"] == "constant"), None)
+    add(
+        "10. quick-start ensemble (issue 13)",
+        goal,
+        None
+        if shipped is None
+        else f"{shipped['seeds ensemble >= best']} seeds; images gained "
+        f"{shipped['images gained per seed']}; paired CI {shipped['difference, 95% paired CI']}",
+        None
+        if shipped is None
+        else shipped["seeds ensemble >= best"].split("/")[0]
+        == shipped["seeds ensemble >= best"].split("/")[1],
+    )
     gpu = results.get("gpu_throughput")
     on_gpu = bool(gpu and gpu["machine"].get("gpu"))
     add(
