@@ -14,7 +14,8 @@ Arms, each in its own process:
 3. ``new``: the same plus schedules with warm-up, EMA, MixUp/CutMix/erasing and
    ``custom_resnet``, top-3 ensemble;
 4. ``greedy``: arm 3's study, only the ensemble step again, with ``selection: greedy``;
-   ``greedy_soft`` the same with a soft vote (what the quick start ships);
+   ``greedy_soft`` the same with a soft vote (what the quick start ships), and ``old_greedy``
+   arm 2's study ensembled greedily (so the recipe comparison is not one of top-3 votes alone);
 5. ``kerastuner``: KerasTuner Hyperband over arm 3's space through ``search_efficiency``'s
    adapter and k-fold trial (automl's fold fit: the same folds, per-epoch validation, schedule
    and EMA as automl's trials); its best hyperparameters retrained on all tuning images
@@ -50,14 +51,20 @@ import numpy as np
 from benchmarks import harness
 
 NAME = "model_quality"
-ARMS = ("floor", "old", "new", "greedy", "greedy_soft", "kerastuner", "curves")
-GREEDY_VOTES = {"greedy": "majority", "greedy_soft": "soft"}
+ARMS = ("floor", "old", "new", "greedy", "greedy_soft", "old_greedy", "kerastuner", "curves")
+# The ensemble-only arms: the tuned study they re-ensemble greedily, and the vote.
+GREEDY_ARMS = {
+    "greedy": ("new", "majority"),
+    "greedy_soft": ("new", "soft"),
+    "old_greedy": ("old", "majority"),
+}
 LABELS = {
     "floor": "1. floor (hand-written CNN)",
     "old": "2. automl, old space, top-3",
     "new": "3. automl, new recipe, top-3",
     "greedy": "4. automl, new recipe, greedy",
     "greedy_soft": "4. automl, new recipe, greedy, soft vote",
+    "old_greedy": "2. automl, old space, greedy",
     "kerastuner": "5. KerasTuner Hyperband, retrained",
 }
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -125,11 +132,12 @@ def make_config(arm: str, seed: int, work: Path, size: dict[str, Any], **ensembl
     """The automl configuration of an arm (``greedy`` is arm 3's study)."""
     from automl.config.schema import config_from_dict
 
+    arm = GREEDY_ARMS.get(arm, (arm, ""))[0]  # an ensemble-only arm opens its tuned study
     space = {"floor": harness.hand_tuned_space, "old": old_space}.get(arm, new_space)
     pruner = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 3}
     raw = {
         "study": {
-            "name": f"{'new' if arm == 'greedy' else arm}_seed{seed}",
+            "name": f"{arm}_seed{seed}",
             "metric": "accuracy",
             "seed": seed,
             "sampler": {"name": "tpe", "n_startup_trials": 5},
@@ -223,13 +231,13 @@ def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: in
     }
 
 
-def run_greedy(seed: int, work: Path, size: dict[str, Any], vote: str) -> dict:
-    """Arm 3's study, only the ensemble step again, with greedy selection and ``vote``."""
+def run_greedy(arm: str, seed: int, work: Path, size: dict[str, Any]) -> dict:
+    """A tuned arm's study (``GREEDY_ARMS``), only the ensemble step again, greedy selection."""
     from automl.ensemble.build import run_ensemble
     from automl.search.session import prepare_splits
     from automl.search.storage import create_or_load
 
-    config = make_config("greedy", seed, work, size, selection="greedy", vote=vote)
+    config = make_config(arm, seed, work, size, selection="greedy", vote=GREEDY_ARMS[arm][1])
     splits = prepare_splits(config)
     started = time.perf_counter()
     ensemble = run_ensemble(config, create_or_load(config))
@@ -374,8 +382,8 @@ def run_one(spec: dict[str, Any]) -> None:
     arm, seed, work, size = spec["arm"], spec["seed"], Path(spec["work"]), spec["size"]
     if arm in ("floor", "old", "new"):
         result = run_automl(arm, seed, work, size, spec["budget"])
-    elif arm in GREEDY_VOTES:
-        result = run_greedy(seed, work, size, GREEDY_VOTES[arm])
+    elif arm in GREEDY_ARMS:
+        result = run_greedy(arm, seed, work, size)
     elif arm == "kerastuner":
         result = run_kerastuner(seed, work, size, spec["budget"])
     else:
@@ -499,7 +507,7 @@ def verdicts(by_seed: dict[int, dict]) -> list[dict[str, Any]]:
     for arm in ("new", "greedy"):
         goal = f"arm {LABELS[arm][0]} ahead of KerasTuner beyond the interval (paired accuracy)"
         add(goal, *paired(arm, "kerastuner"))
-    for arm, vote in GREEDY_VOTES.items():
+    for arm, (_, vote) in GREEDY_ARMS.items():
         pairs = [
             (seed, scored["points"][arm]["accuracy"], scored["runs"][arm]["best_single"])
             for seed, scored in by_seed.items()
@@ -510,14 +518,19 @@ def verdicts(by_seed: dict[int, dict]) -> list[dict[str, Any]]:
         )
         met = "met" if all(g >= b["accuracy"] for _, g, b in pairs) else "not met"
         goal = (
-            f"greedy ensemble >= best single trial on the hold-out (accuracy, {vote} vote), "
-            "every seed"
+            f"{LABELS[arm]}: greedy ensemble >= best single trial on the hold-out (accuracy, "
+            f"{vote} vote), every seed"
         )
         add(goal, shown or None, met if pairs else "not measured")
     for metric in ("accuracy", "macro_f1"):
         add(
-            f"new recipe > old recipe beyond the interval ({metric}, paired)",
+            f"new recipe > old recipe beyond the interval ({metric}, paired; top-3 votes)",
             *paired("new", "old", metric),
+        )
+    for metric in ("accuracy", "macro_f1"):
+        add(
+            f"new recipe > old recipe beyond the interval ({metric}, paired; greedy ensembles)",
+            *paired("greedy", "old_greedy", metric),
         )
     add(
         "(context) new recipe vs the hand-written floor (accuracy, paired)",
@@ -606,10 +619,11 @@ def run_arms(
             if arm == "curves" and seed != seeds[0]:
                 continue
             spec = {"arm": arm, "seed": seed, "work": str(work), **settings}
-            if arm in ("greedy", "greedy_soft", "curves"):
-                if f"new:{seed}" not in runs:
-                    raise SystemExit(f"{arm} needs arm 'new' of seed {seed}: add it to --arms")
-                spec["best_params"] = runs[f"new:{seed}"]["best_params"]
+            if arm in GREEDY_ARMS or arm == "curves":
+                tuned = GREEDY_ARMS.get(arm, ("new", ""))[0]
+                if f"{tuned}:{seed}" not in runs:
+                    raise SystemExit(f"{arm} needs arm '{tuned}' of seed {seed}: add it to --arms")
+                spec["best_params"] = runs[f"{tuned}:{seed}"]["best_params"]
             log(f"== {arm} (seed {seed}), budget {budget} epochs: started {time.strftime('%X')}")
             runs[f"{arm}:{seed}"] = harness.run_child(NAME, spec, arm, stream_stderr=True)
             store.write_text(json.dumps({"settings": settings, "runs": runs}) + "\n")
