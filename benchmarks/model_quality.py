@@ -31,6 +31,8 @@ differences the targets name; the spread across seeds. Runs accumulate in
 ``<work>/runs.json``, so ``--arms`` reruns a subset and the tables cover every run kept.
 
     python -m benchmarks.model_quality [--quick] [--budget-epochs 96] [--seeds 0 1] [--arms ...]
+    python -m benchmarks.model_quality --arms floor --epochs 24 --work benchmarks/work/mq_e24 \
+        --results benchmarks/results/model_quality_floor_24_epochs
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def new_space(epochs: int) -> dict[str, Any]:
 
 
 def make_config(arm: str, seed: int, work: Path, size: dict[str, Any], **ensemble: Any):
-    """The automl configuration of an arm (``greedy`` is arm 3's study)."""
+    """The automl configuration of an arm (an ensemble-only arm: its tuned arm's study)."""
     from automl.config.schema import config_from_dict
 
     arm = GREEDY_ARMS.get(arm, (arm, ""))[0]  # an ensemble-only arm opens its tuned study
@@ -587,6 +589,13 @@ def main() -> None:
         NAME, __doc__, quick="tiny data, 32 px", seeds="default 0", child=True
     )
     parser.add_argument("--budget-epochs", type=int, default=None, help="default 96 (quick: 8)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per fold (default 6, quick: 2); e.g. the floor alone at 24 measures what "
+        "the budget costs it",
+    )
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--work", type=Path, default=None, help="default benchmarks/work/<name>")
     args = parser.parse_args()
@@ -594,6 +603,7 @@ def main() -> None:
         run_one(json.loads(args.run_one))
         return
     size = dict(QUICK if args.quick else FULL)
+    size["epochs"] = args.epochs or size["epochs"]
     budget = args.budget_epochs or size["budget"]
     work = (args.work or harness.WORK / f"{NAME}{'-quick' if args.quick else ''}").resolve()
     harness.chula_group_subset(work, size["group_fraction"])
