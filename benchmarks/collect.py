@@ -130,18 +130,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     )
     soft = [r for r in (quick_start or {}).get("rows", []) if r["vote"] == "soft"]
     shipped = next((r for r in soft if r["recipe"] == "constant"), None)
-    add(
-        "10. quick-start ensemble (issue 13)",
-        goal,
-        None
-        if shipped is None
-        else f"{shipped['seeds ensemble >= best']} seeds; images gained "
-        f"{shipped['images gained per seed']}; paired CI {shipped['difference, 95% paired CI']}",
-        None
-        if shipped is None
-        else shipped["seeds ensemble >= best"].split("/")[0]
-        == shipped["seeds ensemble >= best"].split("/")[1],
-    )
+    if shipped is None:
+        add("10. quick-start ensemble (issue 13)", goal, None, None)
+    else:
+        won, seeds = shipped["seeds ensemble >= best"].split("/")
+        measured = (
+            f"{won}/{seeds} seeds; images gained {shipped['images gained per seed']}; "
+            f"paired CI {shipped['difference, 95% paired CI']}"
+        )
+        add("10. quick-start ensemble (issue 13)", goal, measured, won == seeds)
     gpu = results.get("gpu_throughput")
     on_gpu = bool(gpu and gpu["machine"].get("gpu"))
     add(
