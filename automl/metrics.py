@@ -251,3 +251,38 @@ def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float:
             y_true, rows, multi_class="ovr", average="macro", labels=list(range(n_classes))
         )
     )
+
+
+#: A class counts as predicted (or present) when it takes at least this share of the images.
+COLLAPSE_MIN_SHARE = 0.01
+
+
+def collapsed_onto(
+    y_true: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> str | None:
+    """Say so when the predictions collapse onto one or two classes; None when they do not.
+
+    A model that predicts only the largest class (or the two largest) scores that share of
+    accuracy and can outvote better models in an ensemble. The predictions collapse when they
+    use at most one class (two or three classes in all) or at most two (four or more), while the
+    true labels use more; a class is used when it takes at least :data:`COLLAPSE_MIN_SHARE` of
+    the images, so a class the labels barely hold does not count either way.
+    """
+    n_classes = probabilities.shape[1]
+    if n_classes < 2 or len(y_true) == 0:
+        return None
+    limit = 1 if n_classes <= 3 else 2
+    predicted = np.bincount(np.argmax(probabilities, axis=1), minlength=n_classes)
+    present = np.bincount(np.asarray(y_true), minlength=n_classes)
+    floor = COLLAPSE_MIN_SHARE * len(y_true)
+    used = np.flatnonzero(predicted >= floor)
+    if len(used) > limit or np.count_nonzero(present >= floor) <= limit:
+        return None
+    shares = ", ".join(
+        f"{class_names[i]} {predicted[i] / len(y_true):.0%}"
+        for i in sorted(used, key=lambda i: -predicted[i])
+    )
+    return (
+        f"predicts only {len(used)} of {n_classes} classes ({shares} of the images), while the "
+        f"labels hold {int(np.count_nonzero(present >= floor))}"
+    )

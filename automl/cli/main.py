@@ -180,7 +180,8 @@ def validate(
     samples: Annotated[int, typer.Option(help="Configurations to sample and print.")] = 3,
 ) -> None:
     """Check the file and the data, print parameters and sample configurations; no training."""
-    from automl.search.session import prepare_splits
+    from automl.config.portfolio import warm_start_trials
+    from automl.search.session import imbalance_warning, prepare_splits
 
     config = _run(lambda: load_config(space, list(overrides or [])))
     splits = _run(lambda: prepare_splits(config))
@@ -199,8 +200,19 @@ def validate(
         f"{len(splits.holdout) if splits.holdout is not None else 0} hold-out, "
         f"{config.data.image_size} px; per class {counts}"
     )
+    imbalance = imbalance_warning(config, splits)
+    if imbalance is not None:
+        typer.echo(f"warning:  {imbalance}")
+    typer.echo(_pruner_line(config))
     typer.echo(_training_line(config))
     typer.echo(_ensemble_line(config))
+    warm = warm_start_trials(config.space, config.study.enqueue, config.study.warm_start)
+    typer.echo(
+        f"warm start ({config.study.warm_start}): {len(warm)} trial(s) enqueued before the "
+        "sampler" + (":" if warm else "")
+    )
+    for trial in warm:
+        typer.echo(f"  {trial.origin}: {json.dumps(trial.params, default=str)}")
     typer.echo("parameters:")
     for name, dist in config.space.param_distributions().items():
         typer.echo(f"  {name}: {_describe(dist)}")
@@ -212,14 +224,53 @@ def validate(
         study.tell(trial, 0.0)
 
 
+def _pruner_line(config: Config) -> str:
+    from automl.search.pruning import RUNG_PRUNERS, rung_options
+
+    pruner = config.study.pruner
+    if pruner.name not in RUNG_PRUNERS:
+        return f"pruner:   {pruner.name} {pruner.options or ''}, at every fold and epoch"
+    stride = config.space.max_epochs()
+    options = rung_options(pruner.name, pruner.options, stride)
+    return (
+        f"pruner:   {pruner.name} {options}, rungs inside fold 0 only (its {stride} epochs; a "
+        "rung at step s is decided after epoch s+1); later folds are not pruned"
+    )
+
+
 def _training_line(config: Config) -> str:
     training = config.training
     patience = training.early_stopping_patience
-    stopping = f"after {patience} flat epochs" if patience else "off"
+    stopping = "off"
+    if patience:
+        stopping = f"after {patience} flat epochs, counted {_patience_start(config)}, " + (
+            "best epoch's weights restored (out-of-fold scores optimistic)"
+            if training.restore_best_weights
+            else "last epoch's weights kept"
+        )
     return (
         f"training: early stopping {stopping}, mixed precision {training.mixed_precision}, "
         f"jit_compile {training.jit_compile}, deterministic {training.deterministic}"
     )
+
+
+def _patience_start(config: Config) -> str:
+    """When early stopping starts counting, in words (from the space's schedule and epochs)."""
+    from automl.config.recipe import patience_start_epoch
+
+    top = config.space.top
+    schedule, epochs, warmup = top["schedule"], top["epochs"], top["warmup_epochs"]
+    if not all(isinstance(v, (int, str)) for v in (schedule, epochs, warmup)):
+        return (
+            "after the warm-up; under cosine from the middle of the decay, under "
+            "cosine_restarts from the middle of the last cycle"
+        )
+    start = patience_start_epoch(dict(top), int(epochs))
+    where = {
+        "cosine": "the middle of the cosine decay",
+        "cosine_restarts": "the middle of the last restart cycle",
+    }.get(str(schedule), "the end of the warm-up" if warmup else "the first epoch")
+    return f"from epoch {start + 1} of {epochs} ({where})"
 
 
 def _ensemble_line(config: Config) -> str:

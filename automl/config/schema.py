@@ -5,10 +5,12 @@ ones), every value is type-checked, and relative paths are resolved against the 
 directory so that the resolved configuration saved beside the study works from anywhere::
 
     study:    name, metric, direction, n_trials, timeout, seed, sampler, pruner, storage,
-              studies_dir, enqueue, artifacts_dir, heartbeat_interval, grace_period, max_retries
+              studies_dir, enqueue, warm_start, artifacts_dir, heartbeat_interval,
+              grace_period, max_retries, latency_objective
     data:     where the images are (format, path, ...), image_size, n_folds, holdout_fraction,
               test (a separate hold-out set), cache
-    training: early_stopping_patience, mixed_precision, jit_compile, deterministic
+    training: early_stopping_patience, restore_best_weights, mixed_precision, jit_compile,
+              deterministic
     space:    the hyperparameters and their distributions (see ``space.py``)
     ensemble: selection, top_k, vote, positive_class, target_recall
 
@@ -28,6 +30,7 @@ from typing import Any, Literal, cast
 import optuna
 import yaml
 
+from automl.config.portfolio import WARM_STARTS
 from automl.config.sources import BLOODMNIST_SIZES, MEDMNIST_SPLITS, SOURCE_FORMATS, DataSource
 from automl.config.space import SearchSpace, parse_space, yaml_number_hint
 from automl.errors import ConfigError
@@ -85,6 +88,8 @@ class StudyConfig:
     storage: str | None = None
     studies_dir: str = "studies"
     enqueue: tuple[dict[str, Any], ...] = ()
+    # Known-good configurations enqueued after ``enqueue`` (``config/portfolio.py``).
+    warm_start: str = "portfolio"
     artifacts_dir: str | None = None  # fold models etc.; None: the study folder
     heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
     grace_period: int | None = None  # seconds without a beat before a trial is dead; None: 2x
@@ -127,6 +132,9 @@ class TrainingConfig:
     """The ``training:`` section: how every trial trains, whatever its hyperparameters."""
 
     early_stopping_patience: int | None = None
+    # Put the best epoch's weights back after early stopping: off, so that out-of-fold
+    # predictions come from weights not chosen on that fold (README: early stopping).
+    restore_best_weights: bool = False
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on" or "off"
     jit_compile: str = "auto"  # "auto" (Keras decides), "on" or "off"
     deterministic: str = "auto"  # op determinism, same seed same scores; "auto": without a GPU
@@ -168,6 +176,7 @@ class Config:
             "storage": self.study.storage,
             "studies_dir": self.study.studies_dir,
             "enqueue": [dict(e) for e in self.study.enqueue],
+            "warm_start": self.study.warm_start,
             "artifacts_dir": self.study.artifacts_dir,
             "heartbeat_interval": self.study.heartbeat_interval,
             "grace_period": self.study.grace_period,
@@ -189,6 +198,7 @@ class Config:
             "data": data,
             "training": {
                 "early_stopping_patience": self.training.early_stopping_patience,
+                "restore_best_weights": self.training.restore_best_weights,
                 "mixed_precision": self.training.mixed_precision,
                 "jit_compile": self.training.jit_compile,
                 "deterministic": self.training.deterministic,
@@ -315,6 +325,7 @@ def config_from_dict(
     space = parse_space(raw.get("space"), source=source, image_size=data.image_size)
     ensemble = _parse_ensemble(source, _section(source, "ensemble", raw.get("ensemble")))
     _check_enqueue(source, study.enqueue, space)
+    _check_rungs(source, study.pruner, space.max_epochs())
     if study.sampler.name == "grid":
         grid_search_space(space, source=source)  # raises when the space cannot be gridded
     return Config(study, data, training, space, ensemble, source)
@@ -338,6 +349,7 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
         "storage",
         "studies_dir",
         "enqueue",
+        "warm_start",
         "artifacts_dir",
         "heartbeat_interval",
         "grace_period",
@@ -433,6 +445,9 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
         storage=storage,
         studies_dir=str(Path(studies_dir).expanduser().resolve()),
         enqueue=tuple(dict(e) for e in enqueue),
+        warm_start=_choice(
+            source, "study.warm_start", raw.get("warm_start", "portfolio"), WARM_STARTS
+        ),
         artifacts_dir=artifacts_dir,
         heartbeat_interval=heartbeat,
         grace_period=grace,
@@ -669,7 +684,13 @@ def _parse_training(source: str, raw: dict[str, Any]) -> TrainingConfig:
         source,
         "training.",
         raw,
-        ("early_stopping_patience", "mixed_precision", "jit_compile", "deterministic"),
+        (
+            "early_stopping_patience",
+            "restore_best_weights",
+            "mixed_precision",
+            "jit_compile",
+            "deterministic",
+        ),
     )
     patience = raw.get("early_stopping_patience")
     if patience is not None:
@@ -677,7 +698,10 @@ def _parse_training(source: str, raw: dict[str, Any]) -> TrainingConfig:
     mixed = _switch(source, "training.mixed_precision", raw.get("mixed_precision", "auto"))
     jit = _switch(source, "training.jit_compile", raw.get("jit_compile", "auto"))
     deterministic = _switch(source, "training.deterministic", raw.get("deterministic", "auto"))
-    return TrainingConfig(patience, mixed, jit, deterministic)
+    restore = _bool(
+        source, "training.restore_best_weights", raw.get("restore_best_weights", False)
+    )
+    return TrainingConfig(patience, restore, mixed, jit, deterministic)
 
 
 def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:
@@ -725,6 +749,29 @@ def _check_enqueue(source: str, enqueue: tuple[dict[str, Any], ...], space: Sear
                     f"{source}: study.enqueue[{i}].{name}={value!r} lies outside its "
                     f"distribution {dist}; change the value or widen the space."
                 )
+
+
+def _check_rungs(source: str, pruner: AlgorithmConfig, max_epochs: int) -> None:
+    """Hyperband and successive halving decide inside fold 0: a rung must fit in its epochs."""
+    if pruner.name not in ("hyperband", "successive_halving"):
+        return
+    low = pruner.options.get("min_resource", 1)
+    if low == "auto":  # successive halving's default: read from the first finished trial
+        return
+    high = pruner.options.get("max_resource", "auto")
+    if isinstance(high, int) and high > max_epochs:
+        raise ConfigError(
+            f"{source}: study.pruner.max_resource={high} is more than the {max_epochs} epochs "
+            "of fold 0, where automl runs the rungs; leave it out (automl sets it to the "
+            "space's largest epochs) or lower it."
+        )
+    top = high if isinstance(high, int) else max_epochs
+    if isinstance(low, int) and low >= top:
+        raise ConfigError(
+            f"{source}: study.pruner.min_resource={low} leaves no rung inside fold 0's "
+            f"{top} epochs, so the pruner would never stop a trial; use e.g. min_resource: "
+            f"{max(1, top // 9)} (rungs at min_resource x reduction_factor^k)."
+        )
 
 
 def grid_search_space(space: SearchSpace, *, source: str = "<config>") -> dict[str, list[Any]]:

@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 
 from automl.errors import StudyError
-from automl.search.attrs import TRIAL_DIR
+from automl.search.attrs import COLLAPSED, TRIAL_DIR
 from automl.search.storage import top_trials
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ def trial_library(
 ) -> list[Member]:
     """Completed trials whose fold models are on disk, best CV value first (ties: lower number).
 
+    A trial whose out-of-fold predictions collapsed onto one or two classes (its ``collapsed``
+    attribute) is left out with a warning: it is neither a member nor the best single trial.
+
     ``folder_of(number)`` finds a trial's folder on this machine (``study.artifacts_dir``); a
     worker on another machine recorded its own path in ``trial_dir``, the fallback. ``limit``
     stops after that many trials. A trial without fold models is left out with a warning.
@@ -54,9 +57,15 @@ def trial_library(
         StudyError: no completed trial has fold models.
     """
     members: list[Member] = []
+    collapsed: list[int] = []
     for trial in top_trials(study, len(study.trials)):
         if limit is not None and len(members) >= limit:
             break
+        if trial.user_attrs.get(COLLAPSED):
+            # Its votes would go to one or two classes whatever the image (metrics.py).
+            logger.warning("trial %d left out: it %s", trial.number, trial.user_attrs[COLLAPSED])
+            collapsed.append(trial.number)
+            continue
         if folder_of is not None:
             folder = folder_of(trial.number)
         else:
@@ -69,6 +78,13 @@ def trial_library(
             continue
         members.append(
             Member(trial.number, float(trial.values[0]), tuple(models), folder / "oof.npz")
+        )
+    if not members and collapsed:
+        raise StudyError(
+            f"study '{study.study_name}': every completed trial with fold models predicts only "
+            f"one or two classes out-of-fold (trials {', '.join(map(str, collapsed))}; see "
+            "`automl show`); use study.metric: balanced_accuracy or macro_f1, class_weight: "
+            "balanced, and run more trials."
         )
     if not members:
         raise StudyError(

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from automl.config.recipe import patience_start_epoch
 from automl.metrics import compute_metric, log_loss_value
 from automl.nn.inference import PREDICT_BATCH_SIZE
 from automl.nn.models import build_model, count_parameters, latency_ms, save_model
@@ -91,6 +92,7 @@ def fit_fold(
     seed: int,
     metric: str,
     patience: int = 0,
+    restore_best: bool = False,
     jit_compile: str = "auto",
     on_epoch: EpochHook | None = None,
     save_to: Path | None = None,
@@ -107,8 +109,13 @@ def fit_fold(
         n_classes, image_size: the model's output width and input size (``s``).
         seed: seeds Keras (weights, dropout) and the shuffling and augmentation of the data.
         metric: the validation metric (``metrics.METRICS``).
-        patience: epochs without a better validation metric before the fit stops and the best
-            epoch's weights come back; 0 trains every epoch.
+        patience: epochs without a better validation metric before the fit stops; 0 trains
+            every epoch. Counted only from ``config.recipe.patience_start_epoch`` on (after
+            the warm-up; under a cosine schedule, once the rate has decayed to about half).
+        restore_best: after early stopping, put back the best epoch's weights. Off by
+            default: the best epoch is chosen on these very validation rows, so its
+            predictions would be optimistic out-of-fold estimates (the maximum over a noisy
+            curve); the last epoch's weights are chosen without looking at them.
         jit_compile: ``auto``, ``on`` or ``off`` (XLA).
         on_epoch: hears every scored epoch and may stop the fit (:data:`EpochHook`).
         save_to: a ``.keras`` path to save the trained model to (atomically).
@@ -124,13 +131,19 @@ def fit_fold(
             images, None, val_indices, n_classes=n_classes, batch_size=PREDICT_BATCH_SIZE
         )
         reporter = _FoldReporter(val_data, labels[val_indices], metric, on_epoch)
-        _train(model, params, images, labels, train_indices, n_classes, seed, reporter, patience)
+        stopping = None
+        if patience:
+            start = patience_start_epoch(params, int(params["epochs"]))
+            stopping = _EarlyStopping(reporter, patience, restore_best, start)
+        _train(model, params, images, labels, train_indices, n_classes, seed, reporter, stopping)
         if reporter.nan_loss or reporter.stopped_at is not None:
             return FoldFit(
                 None, math.nan, reporter.history, n_params, nan_loss=reporter.nan_loss,
                 stopped_at=reporter.stopped_at,
             )  # fmt: skip
-        probabilities = reporter.final_probabilities(best_weights_restored=bool(patience))
+        probabilities = reporter.final_probabilities(
+            best_weights_restored=stopping is not None and stopping.restored
+        )
         if save_to is not None:
             save_model(model, save_to)
         return FoldFit(
@@ -207,7 +220,7 @@ def _train(
     n_classes: int,
     seed: int,
     reporter: _FoldReporter,
-    patience: int,
+    stopping: _EarlyStopping | None,
 ) -> None:
     """``model.fit`` on the training rows with the trial's callbacks."""
     batch_size, epochs = int(params["batch_size"]), int(params["epochs"])
@@ -222,7 +235,7 @@ def _train(
         seed=seed,
     )
     callbacks = _callbacks(
-        params, reporter, patience, steps_per_epoch=math.ceil(len(train_indices) / batch_size)
+        params, reporter, stopping, steps_per_epoch=math.ceil(len(train_indices) / batch_size)
     )
     model.fit(
         train_data,
@@ -235,7 +248,11 @@ def _train(
 
 
 def _callbacks(
-    params: dict[str, Any], reporter: _FoldReporter, patience: int, *, steps_per_epoch: int
+    params: dict[str, Any],
+    reporter: _FoldReporter,
+    stopping: _EarlyStopping | None,
+    *,
+    steps_per_epoch: int,
 ) -> list[keras.callbacks.Callback]:
     """The fit's callbacks, in the order they must run at each epoch end."""
     # Averaged weights first, so the reporter and everything after see them.
@@ -243,8 +260,8 @@ def _callbacks(
         [WeightAveraging()] if params.get("ema", {}).get("momentum", 0) > 0 else []
     )
     callbacks.append(reporter)
-    if patience:
-        callbacks.append(_BestWeights(reporter, patience))
+    if stopping is not None:
+        callbacks.append(stopping)
     # The plateau schedule monitors the metric the reporter has just written into the logs.
     return callbacks + training_callbacks(
         params, steps_per_epoch=steps_per_epoch, epochs=int(params["epochs"])
@@ -311,15 +328,24 @@ class _FoldReporter(keras.callbacks.Callback):
         }
 
 
-class _BestWeights(keras.callbacks.Callback):
-    """Early stopping on the reporter's validation metric, restoring the best epoch's weights."""
+class _EarlyStopping(keras.callbacks.Callback):
+    """Early stopping on the reporter's validation metric, patient through the schedule's decay.
 
-    def __init__(self, reporter: _FoldReporter, patience: int) -> None:
+    The best score is tracked from the first epoch, but epochs before ``start`` (warm-up; the
+    high-rate half of a cosine) never count towards ``patience``. With ``restore_best`` the best
+    epoch's weights come back when the fit ends, and :attr:`restored` says so.
+    """
+
+    def __init__(
+        self, reporter: _FoldReporter, patience: int, restore_best: bool, start: int
+    ) -> None:
         super().__init__()
-        self.reporter, self.patience = reporter, patience
+        self.reporter, self.patience, self.restore_best = reporter, patience, restore_best
+        self.start = start
         self.best = -math.inf
         self.best_weights: list[Any] | None = None
         self.wait = 0
+        self.restored = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if not self.reporter.history:
@@ -327,15 +353,17 @@ class _BestWeights(keras.callbacks.Callback):
         score = self.reporter.history[-1]["val_metric"]
         if score > self.best:
             self.best, self.wait = score, 0
-            self.best_weights = self.model.get_weights()
-        else:
+            if self.restore_best:
+                self.best_weights = self.model.get_weights()
+        elif epoch >= self.start:
             self.wait += 1
             if self.wait >= self.patience:
                 self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
-        if self.best_weights is not None:
+        if self.restore_best and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+            self.restored = True
 
 
 def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:

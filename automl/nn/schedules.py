@@ -16,8 +16,9 @@ before every batch from the Keras schedule object. Passing the schedule to the o
 be the usual route, but ``ReduceLROnPlateau`` needs an assignable rate, Keras' restarts schedule
 has no warm-up, and a saved fold model would carry the schedule in its compile config; with one
 mechanism all four schedules warm up the same way and a fold model loads anywhere in safe mode.
-Early stopping and pruning only set ``stop_training``, so they work with every schedule (an
-early-stopped cosine run simply never reaches its floor).
+Early stopping and pruning only set ``stop_training``, so they work with every schedule; early
+stopping counts its patience only from :func:`patience_start_epoch` on, so a cosine run is not
+stopped on the noise of its high-rate phase.
 
 **Weight averaging** (``space.ema.momentum``): the Keras optimizer keeps the exponential moving
 average itself (``use_ema``). :class:`WeightAveraging` swaps the averaged weights into the model
@@ -33,12 +34,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from automl.config.recipe import RESTART_CYCLES, RESTART_T_MUL
+
 # Epochs without improvement of the validation metric before ``plateau`` halves the rate.
 PLATEAU_PATIENCE = 2
 PLATEAU_FACTOR = 0.5
-# cosine_restarts: cycles of length P, 2P, 4P fill the epochs after warm-up.
-RESTART_CYCLES = 3
-RESTART_T_MUL = 2.0
 
 #: Key of the validation metric in Keras' epoch logs (written by ``fit.py``'s fold reporter).
 VAL_METRIC_LOG = "val_metric"

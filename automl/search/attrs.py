@@ -41,6 +41,9 @@ EPOCHS_TOTAL = "epochs_total"
 N_PARAMS = "n_params"
 N_TRAINABLE_PARAMS = "n_trainable_params"
 TRAIN_SECONDS = "train_seconds"
+# Why the trial's out-of-fold predictions collapsed onto one or two classes (metrics.py); such a
+# trial never enters an ensemble.
+COLLAPSED = "collapsed"
 # Peak memory of the trial: the fields of ``nn.memory.MemoryPeaks``, stored under their names.
 PEAK_RSS_MB = "peak_rss_mb"
 PEAK_RSS_DELTA_MB = "peak_rss_delta_mb"
@@ -80,6 +83,7 @@ class TrialSummary:
     fail_reason: str | None = None
     retry_of: int | None = None
     worker: str | None = None
+    collapsed: str | None = None
     # On the metric-vs-latency Pareto front; a property of the study, so ``from_trial`` leaves
     # it False and ``storage.leaderboard_rows`` sets it.
     pareto: bool = False
@@ -104,6 +108,7 @@ class TrialSummary:
             fail_reason=attrs.get(FAIL_REASON),
             retry_of=attrs.get(RETRY_OF),
             worker=attrs.get(WORKER_ATTR),
+            collapsed=attrs.get(COLLAPSED),
         )
 
     @property

@@ -49,6 +49,7 @@ import optuna
 
 from automl.config.schema import Config
 from automl.data.splits import Splits
+from automl.metrics import collapsed_onto
 from automl.nn.fit import (
     EpochHook,
     FoldFit,
@@ -61,6 +62,7 @@ from automl.nn.memory import PeakMemory
 from automl.search.artifacts import save_trial_artifacts, save_trial_note
 from automl.search.attrs import (
     BATCH_SIZE_USED,
+    COLLAPSED,
     CV_STD,
     EPOCHS_PER_FOLD,
     EPOCHS_TOTAL,
@@ -287,6 +289,7 @@ class Objective:
             seed=run.seed + fold,
             metric=config.study.metric,
             patience=config.training.early_stopping_patience or 0,
+            restore_best=config.training.restore_best_weights,
             jit_compile=config.training.jit_compile,
             on_epoch=self._epoch_hook(trial, fold, int(run.params["epochs"])),
             save_to=model,
@@ -372,6 +375,10 @@ class Objective:
         tuning = self.splits.tuning
         if folds.reused:
             trial.set_user_attr(REUSED_FOLDS, folds.reused)
+        collapsed = collapsed_onto(tuning.labels, folds.probabilities, tuning.class_names)
+        if collapsed is not None:  # kept out of every ensemble (ensemble/library.py)
+            logger.warning("trial %d %s: it will not enter an ensemble", trial.number, collapsed)
+            trial.set_user_attr(COLLAPSED, collapsed)
         folds.save(run.out_dir, tuning.ids)
         save_trial_artifacts(
             trial,

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -84,6 +85,33 @@ def prepare_splits(config: Config, *, progress: bool = False) -> Splits:
     )
     screened.warn_leakage(splits)
     return splits
+
+
+#: Largest-to-smallest class ratio above which plain accuracy rewards the largest class.
+IMBALANCE_RATIO = 5.0
+
+
+def imbalance_warning(config: Config, splits: Splits) -> str | None:
+    """What to say when the metric is accuracy and the tuning classes are imbalanced; or None.
+
+    On a 32:1 set a model that predicts the largest class for every image scores that class's
+    share of accuracy; balanced accuracy and macro-F1 give it 1/C and next to nothing.
+    """
+    if config.study.metric != "accuracy":
+        return None
+    counts = np.bincount(splits.tuning.labels, minlength=splits.n_classes)
+    present = counts[counts > 0]
+    if len(present) < 2 or present.max() / present.min() <= IMBALANCE_RATIO:
+        return None
+    names = splits.tuning.class_names
+    largest, smallest = int(np.argmax(counts)), int(np.argmin(np.where(counts, counts, 1 << 62)))
+    return (
+        f"{config.source}: study.metric is accuracy but the classes are imbalanced "
+        f"{present.max() / present.min():.0f}:1 ({names[largest]} {counts[largest]}, "
+        f"{names[smallest]} {counts[smallest]}): a model that predicts {names[largest]} for "
+        f"every image scores {counts[largest] / counts.sum():.2f}; consider study.metric: "
+        "balanced_accuracy or macro_f1 (a new study: --study-name)."
+    )
 
 
 def check_weights(config: Config) -> None:

@@ -29,6 +29,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.config.portfolio import warm_start_trials
 from automl.config.schema import (
     PRUNERS,
     SAMPLERS,
@@ -49,6 +50,7 @@ from automl.search.attrs import (
 )
 from automl.search.heartbeat import HeartbeatJournalStorage, RetryStaleTrial, journal_lock
 from automl.search.paths import CONFIG_FILE, StudyPaths, paths_for
+from automl.search.pruning import RUNG_PRUNERS, FirstFoldPruner, rung_options
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +158,17 @@ def make_sampler(
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
-    """The configured pruner (``none`` -> ``NopPruner``)."""
+    """The configured pruner (``none`` -> ``NopPruner``); rung pruners inside fold 0.
+
+    Hyperband and successive halving get fold 0's epochs as their budget (``pruning.py``).
+    """
     spec = config.study.pruner
-    # The options were checked (and the pruner built once) when the configuration was read.
-    return getattr(optuna.pruners, PRUNERS[spec.name])(**spec.options)
+    cls = getattr(optuna.pruners, PRUNERS[spec.name])
+    if spec.name not in RUNG_PRUNERS:
+        # The options were checked (and the pruner built once) when the configuration was read.
+        return cls(**spec.options)
+    stride = config.space.max_epochs()
+    return FirstFoldPruner(cls(**rung_options(spec.name, spec.options, stride)), stride)
 
 
 def publish_config(study: optuna.Study, config: Config, splits_dict: dict[str, Any]) -> None:
@@ -210,7 +219,11 @@ def _mask(url: str) -> str:
 
 
 def create_or_load(config: Config) -> optuna.Study:
-    """Create the study, or load it when it exists (resume), and enqueue the known-good trials."""
+    """Create the study, or load it when it exists (resume), and enqueue the known-good trials.
+
+    A new study enqueues the user's ``study.enqueue`` entries, then the warm-start portfolio
+    projected into the space (``config/portfolio.py``); a resumed one enqueues nothing again.
+    """
     storage = open_storage(config)
     shown = storage_url_for_display(config.study.storage, paths_for(config))
     try:
@@ -242,8 +255,9 @@ def create_or_load(config: Config) -> optuna.Study:
                 [config.study.metric, LATENCY_OBJECTIVE][: len(study.directions)]
             )
         study.set_user_attr(CONFIG_PATH_ATTR, str(paths_for(config).config))
-        for params in config.study.enqueue:
-            study.enqueue_trial(params, skip_if_exists=True)
+        for warm in warm_start_trials(config.space, config.study.enqueue, config.study.warm_start):
+            study.enqueue_trial(warm.params, skip_if_exists=True)
+            logger.info("enqueued %s: %s", warm.origin, warm.params)
     return study
 
 

@@ -26,6 +26,7 @@ from automl.files import atomic_write_text
 from automl.search.paths import StudyPaths, artifacts_root, paths_for
 from automl.search.session import (
     check_weights,
+    imbalance_warning,
     log_trial,
     optimize,
     prepare_splits,
@@ -65,6 +66,9 @@ def run_tune(
     slots = plan_slots(workers, gpus)
     splits = prepare_splits(config, progress=progress)
     check_target_recall(config, splits.n_classes)  # before any trial, not after the last
+    imbalance = imbalance_warning(config, splits)
+    if imbalance is not None:
+        logger.warning(imbalance)
     check_weights(config)
     paths = paths_for(config)
     resumed = check_resume(config, paths, splits)

@@ -187,7 +187,8 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
             "study: {name: demo, trials: 5}\ndata: {format: digits}\n",
             r"study\.trials is not a known key; valid keys here: name, metric, direction, "
             r"n_trials, timeout, seed, sampler, pruner, storage, studies_dir, enqueue, "
-            r"artifacts_dir, heartbeat_interval, grace_period, max_retries, latency_objective\.",
+            r"warm_start, artifacts_dir, heartbeat_interval, grace_period, max_retries, "
+            r"latency_objective\.",
         ),
         (
             "data: {format: digits, img_size: 16}\n",
@@ -202,7 +203,8 @@ def test_section_that_is_not_a_mapping(tmp_path: Path, section: str, match: str)
         (
             "data: {format: digits}\ntraining: {patience: 3}\n",
             r"training\.patience is not a known key; valid keys here: "
-            r"early_stopping_patience, mixed_precision, jit_compile, deterministic\.",
+            r"early_stopping_patience, restore_best_weights, mixed_precision, jit_compile, "
+            r"deterministic\.",
         ),
         (
             "data: {format: digits}\nensemble: {k: 3}\n",
@@ -369,6 +371,10 @@ def test_scientific_number_without_a_dot_outside_the_space(tmp_path: Path) -> No
             r"study\.direction must be one of maximize, minimize, got True\.",
         ),
         (
+            "study: {warm_start: yes}\ndata: {format: digits}\n",
+            r"study\.warm_start must be one of portfolio, none, got True\.",
+        ),
+        (
             "study: {metric: no}\ndata: {format: digits}\n",
             r"study\.metric must be one of accuracy, balanced_accuracy, macro_f1, roc_auc, "
             r"got False\.",
@@ -468,6 +474,10 @@ def test_switch_with_another_word(tmp_path: Path) -> None:
         (
             "data: {format: digits, cache: 'yes'}\n",
             r"data\.cache must be true or false, got 'yes'\.",
+        ),
+        (
+            "data: {format: digits}\ntraining: {restore_best_weights: best}\n",
+            r"training\.restore_best_weights must be true or false, got 'best'\.",
         ),
         (
             "study: {timeout: 0}\ndata: {format: digits}\n",

@@ -111,16 +111,54 @@ def test_a_diverging_fit_reports_nan_loss_and_no_scores(cells, tmp_path: Path) -
     assert not (tmp_path / "fold_0.keras").exists()
 
 
-def test_early_stopping_scores_the_best_epoch_weights(cells) -> None:
-    # With patience the fit puts the weights of its best epoch back, so the fold's score is the
-    # best validation score of its history, not the last one (here the last epoch scores worse).
+def test_early_stopping_with_restore_scores_the_best_epoch_weights(cells) -> None:
+    # restore_best puts the weights of the best epoch back, so the fold's score is the best
+    # validation score of its history, not the last one (here the last epoch scores worse).
     backbone = {"name": "custom_cnn", "blocks": 2, "filters": 16, "batchnorm": False}
     params = _params(epochs=8, learning_rate=0.003, backbone=backbone)
-    fit = _fit(cells, params, patience=2, metric="accuracy")
+    fit = _fit(cells, params, patience=2, restore_best=True, metric="accuracy")
     scores = [record["val_metric"] for record in fit.history]
     assert fit.score == max(scores)
     # It stopped two epochs after the (first) best one, or ran every epoch.
     assert fit.epochs_run == 8 or scores.index(max(scores)) == fit.epochs_run - 3
+
+
+def test_out_of_fold_predictions_come_from_weights_not_chosen_on_the_fold(
+    cells, tmp_path: Path
+) -> None:
+    # By default early stopping keeps the last epoch's weights: the kept probabilities are the
+    # last scored epoch's, the saved model predicts exactly them, and the fold's score is the
+    # last epoch's even where an earlier epoch scored better on these same rows.
+    backbone = {"name": "custom_cnn", "blocks": 2, "filters": 16, "batchnorm": False}
+    params = _params(epochs=8, learning_rate=0.003, backbone=backbone)
+    fit = _fit(cells, params, patience=2, metric="accuracy", save_to=tmp_path / "fold_0.keras")
+    scores = [record["val_metric"] for record in fit.history]
+    assert fit.score == scores[-1]
+    assert fit.score < max(scores)  # this fold does have a better epoch it did not keep
+    images, _ = cells
+    model = keras.saving.load_model(tmp_path / "fold_0.keras", safe_mode=True)
+    again = model.predict(images[1::2], verbose=0)
+    np.testing.assert_allclose(again, fit.probabilities, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "stops_after"),
+    [("constant", 0, 2), ("constant", 2, 3), ("cosine", 0, 4), ("cosine_restarts", 0, 6)],
+)
+def test_early_stopping_waits_for_the_decay_of_the_schedule(
+    cells, schedule: str, warmup: int, stops_after: int
+) -> None:
+    # A rate of 1e-9 leaves the weights where they start, so no epoch after the first improves
+    # and patience 1 stops at the first epoch it may count: the second epoch with a constant
+    # rate, the first after a warm-up of 2 (epoch 3); under cosine the middle of the decay
+    # (epoch 4 of 6); under restarts the middle of the last cycle (cycles of 1, 2 and 4 of 7
+    # epochs: epoch 6 of 7).
+    epochs = 7 if schedule == "cosine_restarts" else 6
+    params = _params(epochs=epochs, learning_rate=1e-9, schedule=schedule, warmup_epochs=warmup)
+    fit = _fit(cells, params, patience=1, metric="accuracy")
+    scores = [record["val_metric"] for record in fit.history]
+    assert len(set(scores)) == 1, scores  # flat: the premise of the test
+    assert fit.epochs_run == stops_after
 
 
 def test_running_out_of_device_memory_is_raised_as_out_of_memory(

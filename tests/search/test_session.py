@@ -8,6 +8,7 @@ it counts as taken, a failed trial and a queued retry do not.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import optuna
@@ -130,3 +131,50 @@ def test_a_trial_failed_by_another_process_meanwhile_does_not_end_the_run(
 
     with pytest.raises(ValueError, match="a bug in the objective"):
         optimize_past_lapses(study, raising, n_trials=1, timeout=None, catch=(), callbacks=[])
+
+
+def _chula_study(tmp_path: Path, shared_data: Path, metric: str, per_class: dict[str, int]):
+    """A study file over real chula_rbc12 crops, ``per_class`` images of the named classes."""
+    import pandas as pd
+
+    from automl.config.schema import load_config
+
+    manifest = pd.read_csv(shared_data / "chula_rbc12" / "manifest.csv")
+    rows = pd.concat(
+        manifest[manifest["class_name"] == name].head(count) for name, count in per_class.items()
+    )
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(
+        {"id": rows["file"].str.removesuffix(".jpg"), "label": rows["class_name"]}
+    ).to_csv(labels, index=False)
+    path = tmp_path / "chula.yaml"
+    path.write_text(
+        f"study: {{name: chula, metric: {metric}, studies_dir: {tmp_path / 'studies'}}}\n"
+        f"data: {{format: csv, path: {shared_data / 'chula_rbc12'}, labels_csv: {labels}, "
+        "extension: .jpg, image_size: 16, n_folds: 2, holdout_fraction: 0.2}\n",
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+def test_accuracy_on_imbalanced_classes_is_warned_about_before_the_first_trial(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from automl.search.session import imbalance_warning, prepare_splits
+
+    imbalanced = {"normal_cell": 80, "spherocyte": 8, "teardrop": 8}  # 10:1
+    config = _chula_study(tmp_path, shared_data, "accuracy", imbalanced)
+    warning = imbalance_warning(config, prepare_splits(config))
+    assert warning is not None
+    # Counted on the tuning images (the hold-out is taken off first): about 10:1.
+    assert re.search(
+        r"study.metric is accuracy but the classes are imbalanced (9|10|11):1", warning
+    )
+    assert "predicts normal_cell for every image scores 0.83" in warning
+    assert "balanced_accuracy or macro_f1" in warning
+    balanced_metric = _chula_study(tmp_path, shared_data, "balanced_accuracy", imbalanced)
+    assert imbalance_warning(balanced_metric, prepare_splits(balanced_metric)) is None
+    mild = _chula_study(
+        tmp_path, shared_data, "accuracy", {"normal_cell": 40, "spherocyte": 10, "teardrop": 10}
+    )
+    assert imbalance_warning(mild, prepare_splits(mild)) is None  # 4:1 is not flagged
