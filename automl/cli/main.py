@@ -211,8 +211,8 @@ def validate(
         f"warm start ({config.study.warm_start}): {len(warm)} trial(s) enqueued before the "
         "sampler" + (":" if warm else "")
     )
-    for trial in warm:
-        typer.echo(f"  {trial.origin}: {json.dumps(trial.params, default=str)}")
+    for queued in warm:
+        typer.echo(f"  {queued.origin}: {json.dumps(queued.params, default=str)}")
     typer.echo("parameters:")
     for name, dist in config.space.param_distributions().items():
         typer.echo(f"  {name}: {_describe(dist)}")
@@ -228,8 +228,10 @@ def _pruner_line(config: Config) -> str:
     from automl.search.pruning import RUNG_PRUNERS, rung_options
 
     pruner = config.study.pruner
+    if pruner.name == "none":
+        return "pruner:   none (every trial trains all its folds)"
     if pruner.name not in RUNG_PRUNERS:
-        return f"pruner:   {pruner.name} {pruner.options or ''}, at every fold and epoch"
+        return f"pruner:   {pruner.name} {pruner.options}, asked at every fold and epoch"
     stride = config.space.max_epochs()
     options = rung_options(pruner.name, pruner.options, stride)
     return (

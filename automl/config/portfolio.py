@@ -218,7 +218,7 @@ def _into(distribution: BaseDistribution, value: Any) -> Any:
             return value
         numbers = [c for c in choices if _is_number(c)]
         if _is_number(value) and numbers:
-            return min(numbers, key=lambda c: (abs(float(c) - float(value)), float(c)))
+            return min(numbers, key=lambda c: (abs(float(c) - float(value)), float(c)))  # type: ignore[arg-type]  # numbers only
         return _MISSING
     if isinstance(distribution, (FloatDistribution, IntDistribution)) and _is_number(value):
         low, high = distribution.low, distribution.high

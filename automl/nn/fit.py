@@ -11,6 +11,12 @@ above this package imports Keras or reads TensorFlow's errors.
 loss, so diverged weights can show in the outputs alone), stops the fold at once:
 ``FoldFit.nan_loss`` says so and the hook does not hear about that epoch.
 
+**Early stopping** counts its patience only after the warm-up and, under a decaying schedule,
+from the decay point of ``config.recipe.patience_start_epoch``; it keeps the last epoch's
+weights unless asked to restore the best: the best epoch is chosen on the very validation rows
+that are then scored, so its predictions would be the maximum over a noisy curve, optimistic
+out-of-fold estimates for the sampler and the ensemble selection.
+
 **Out of memory.** TensorFlow's ``ResourceExhaustedError`` anywhere in a fit becomes
 :class:`OutOfMemory`; the caller decides whether to retry at a smaller batch.
 
@@ -103,19 +109,13 @@ def fit_fold(
     Args:
         params: the trial's resolved hyperparameters (``space.suggest``).
         images: all rows, ``(n, s, s, 3)`` uint8 (or a memmap; never copied whole).
-        labels: class indices of all rows, ``(n,)``; ``class_weight: balanced`` counts classes
-            over all of them, so every fold trains with the same weights.
+        labels: class indices of all rows, ``(n,)`` (balanced class weights count them all).
         train_indices, val_indices: the rows to train on, and to score after every epoch.
         n_classes, image_size: the model's output width and input size (``s``).
         seed: seeds Keras (weights, dropout) and the shuffling and augmentation of the data.
         metric: the validation metric (``metrics.METRICS``).
-        patience: epochs without a better validation metric before the fit stops; 0 trains
-            every epoch. Counted only from ``config.recipe.patience_start_epoch`` on (after
-            the warm-up; under a cosine schedule, once the rate has decayed to about half).
-        restore_best: after early stopping, put back the best epoch's weights. Off by
-            default: the best epoch is chosen on these very validation rows, so its
-            predictions would be optimistic out-of-fold estimates (the maximum over a noisy
-            curve); the last epoch's weights are chosen without looking at them.
+        patience, restore_best: early stopping after ``patience`` epochs without a better
+            validation metric (0: never), and whether the best epoch comes back (module doc).
         jit_compile: ``auto``, ``on`` or ``off`` (XLA).
         on_epoch: hears every scored epoch and may stop the fit (:data:`EpochHook`).
         save_to: a ``.keras`` path to save the trained model to (atomically).
@@ -131,19 +131,14 @@ def fit_fold(
             images, None, val_indices, n_classes=n_classes, batch_size=PREDICT_BATCH_SIZE
         )
         reporter = _FoldReporter(val_data, labels[val_indices], metric, on_epoch)
-        stopping = None
-        if patience:
-            start = patience_start_epoch(params, int(params["epochs"]))
-            stopping = _EarlyStopping(reporter, patience, restore_best, start)
+        stopping = _early_stopping(params, reporter, patience, restore_best)
         _train(model, params, images, labels, train_indices, n_classes, seed, reporter, stopping)
         if reporter.nan_loss or reporter.stopped_at is not None:
             return FoldFit(
                 None, math.nan, reporter.history, n_params, nan_loss=reporter.nan_loss,
                 stopped_at=reporter.stopped_at,
             )  # fmt: skip
-        probabilities = reporter.final_probabilities(
-            best_weights_restored=stopping is not None and stopping.restored
-        )
+        probabilities = reporter.final_probabilities(restored=bool(stopping and stopping.restored))
         if save_to is not None:
             save_model(model, save_to)
         return FoldFit(
@@ -300,12 +295,12 @@ class _FoldReporter(keras.callbacks.Callback):
             self.stopped_at = epoch
             self.model.stop_training = True
 
-    def final_probabilities(self, *, best_weights_restored: bool) -> np.ndarray:
+    def final_probabilities(self, *, restored: bool) -> np.ndarray:
         """The probabilities to keep: the last epoch's, or new ones after early stopping.
 
         Early stopping puts the best epoch's weights back; those are saved, so those are scored.
         """
-        if self.last_probabilities is None or best_weights_restored:
+        if self.last_probabilities is None or restored:
             return self.model.predict(self.val_data, verbose=0)
         return self.last_probabilities
 
@@ -326,6 +321,16 @@ class _FoldReporter(keras.callbacks.Callback):
             # The rate of the epoch's last step (what the schedule reached).
             "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
         }
+
+
+def _early_stopping(
+    params: dict[str, Any], reporter: _FoldReporter, patience: int, restore_best: bool
+) -> _EarlyStopping | None:
+    """The fold's early stopping, patient until the schedule's decay point; None without."""
+    if not patience:
+        return None
+    start = patience_start_epoch(params, int(params["epochs"]))
+    return _EarlyStopping(reporter, patience, restore_best, start)
 
 
 class _EarlyStopping(keras.callbacks.Callback):

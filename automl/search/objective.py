@@ -375,7 +375,12 @@ class Objective:
         tuning = self.splits.tuning
         if folds.reused:
             trial.set_user_attr(REUSED_FOLDS, folds.reused)
-        collapsed = collapsed_onto(tuning.labels, folds.probabilities, tuning.class_names)
+        # A ranking metric (ROC AUC) scores the probabilities, not their argmax: a model whose
+        # argmax is one class can still rank well and be thresholded, so only label metrics
+        # judge a collapse.
+        collapsed = None
+        if self.config.study.metric != "roc_auc":
+            collapsed = collapsed_onto(tuning.labels, folds.probabilities, tuning.class_names)
         if collapsed is not None:  # kept out of every ensemble (ensemble/library.py)
             logger.warning("trial %d %s: it will not enter an ensemble", trial.number, collapsed)
             trial.set_user_attr(COLLAPSED, collapsed)

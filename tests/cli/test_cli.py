@@ -186,7 +186,40 @@ def test_validate_prints_parameters_and_samples(tmp_path: Path, data_root: Path)
     assert "ensemble: greedy selection, soft vote" in result.stdout
     assert "backbone.custom_cnn.filters: categorical [4, 8]" in result.stdout
     assert result.stdout.count("sample ") == 2
+    # The portfolio's CNN, projected: 8 filters (nearest to its 32), its 1e-3 rate in range.
+    assert "warm start (portfolio): 1 trial(s) enqueued before the sampler:" in result.stdout
+    assert (
+        '  portfolio:cnn: {"backbone.custom_cnn.filters": 8, "learning_rate": 0.001}'
+        in result.stdout
+    )
+    assert "pruner:   none (every trial trains all its folds)" in result.stdout
     assert not (tmp_path / "studies").exists()  # validate trains and writes nothing
+
+
+def test_validate_says_what_early_stopping_and_rung_pruning_will_do(
+    tmp_path: Path, data_root: Path
+) -> None:
+    space = write_study_yaml(
+        tmp_path / "cells.yaml",
+        data_root,
+        tmp_path / "studies",
+        epochs="12",
+        pruner="{name: hyperband, min_resource: 1}",
+        extra_space="  schedule: cosine\n  warmup_epochs: 2",
+    )
+    result = _invoke(
+        "validate", "--space", str(space), "--set", "training.early_stopping_patience=3"
+    )
+    assert result.exit_code == 0, result.output
+    # 2 warm-up epochs, then a decay over epochs 3-12 (counted from 1): its second half starts
+    # at epoch 8.
+    assert (
+        "training: early stopping after 3 flat epochs, counted from epoch 8 of 12 (the middle "
+        "of the cosine decay), last epoch's weights kept" in result.stdout
+    )
+    assert "pruner:   hyperband {'min_resource': 1, 'max_resource': 12}, rungs inside fold 0" in (
+        result.stdout
+    )
 
 
 def test_unknown_study_names_the_known_ones(tmp_path: Path) -> None:

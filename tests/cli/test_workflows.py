@@ -209,12 +209,15 @@ def test_breast_histology_workflow(shared_data: Path, tmp_path: Path) -> None:
         "--set",
         "space.backbone.choices.resnet50.weights=none",
         "--set",
-        "space.epochs=1",
+        "space.epochs=4",
         "--set",
         "space.batch_size=8",
     ]
     validated = _invoke("validate", "--space", space, *common)
     assert "metric macro_f1" in validated.stdout
+    # The portfolio runs first: the hand-written CNN, then a partial fine-tune of each backbone.
+    assert "  portfolio:cnn: " in validated.stdout
+    assert "  portfolio:resnet50_finetune: " in validated.stdout
     _invoke(
         "tune",
         "--space",

@@ -79,6 +79,7 @@ study:
   sampler: {{name: random}}
   pruner: {{name: median, n_startup_trials: 1, n_warmup_steps: 0}}
   studies_dir: {studies}
+  warm_start: none
 data: {{format: digits, image_size: 16, n_folds: 2, holdout_fraction: 0.2}}
 space:
   backbone: {{name: custom_cnn, blocks: 2, filters: 8}}

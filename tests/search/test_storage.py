@@ -42,11 +42,19 @@ def _config(studies: Path, **study: Any) -> Config:
 def test_a_second_create_or_load_resumes_without_enqueueing_twice(tmp_path: Path) -> None:
     config = _config(tmp_path, enqueue=[{"learning_rate": 0.01}])
     first = create_or_load(config)
-    assert [t.state for t in first.trials] == [TrialState.WAITING]
+    # The file's entry, then the portfolio's CNN projected into the space (8 filters, 1e-3).
+    assert [t.state for t in first.trials] == [TrialState.WAITING] * 2
+    queued = [t.system_attrs["fixed_params"] for t in first.trials]
+    assert queued == [
+        {"learning_rate": 0.01},
+        {"backbone.custom_cnn.filters": 8, "learning_rate": 1.0e-3},
+    ]
     assert first.metric_names == ["accuracy"]
     again = create_or_load(config)
-    assert again.study_name == first.study_name and len(again.trials) == 1
+    assert again.study_name == first.study_name and len(again.trials) == 2
     assert (tmp_path / "cells" / "study.journal").is_file()
+    alone = create_or_load(_config(tmp_path / "other", warm_start="none"))
+    assert alone.trials == []
 
 
 def test_the_sampler_seed_moves_with_existing_trials_and_the_worker_salt(tmp_path: Path) -> None:

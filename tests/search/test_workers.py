@@ -201,7 +201,8 @@ def test_a_worker_refusing_its_input_stops_the_supervisor_with_its_message(
     assert not paths_for(config).config.exists()
     with pytest.raises(StudyError, match=r"^worker 0: --study cells: no study at .*--storage"):
         supervise(config, study, [Slot(0)])
-    assert study.get_trials(deepcopy=False) == []
+    # No trial ran: only the warm-start portfolio's entry waits in the queue.
+    assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["WAITING"]
 
 
 def test_heartbeat_settings_are_checked(tmp_path: Path, data_root: Path) -> None:
