@@ -21,7 +21,6 @@ README = harness.REPO / "benchmarks" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = (
     "search_efficiency",
-    "ensemble_gain",
     "pruning",
     "input_pipeline",
     "overhead",
@@ -31,8 +30,14 @@ ORDER = (
     "audit_scaling",
     "audit_precision",
     "model_quality",
+    "model_quality_ablation",
+    "augment_cost",
     "quickstart_ensemble",
 )
+# A results file whose command is not `python -m benchmarks.<name>` was measured before the
+# harness rewrite (scripts run as files); a model_quality file without decisions by the script's
+# previous design (issue 13). Both are marked stale in the README until rerun.
+CURRENT_COMMAND = "python -m benchmarks."
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -114,16 +119,7 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         + (f", {overhead['ratio_warm']:.2f}x warm" if "ratio_warm" in overhead else ""),
         None if overhead is None else overhead["ratio"] <= 1.10,
     )
-    quality = results.get("model_quality")
-    if quality is None:
-        add(
-            "8. model quality (issue 13)",
-            "tuned ensemble, recipe, selection vs KerasTuner",
-            None,
-            None,
-        )
-    for row in (quality or {}).get("verdicts", []):  # judged by model_quality.py itself
-        add("8. model quality (issue 13)", row["target"], row["measured"], None, row["verdict"])
+    rows += quality_targets(results)
     quick_start = results.get("quickstart_ensemble")
     goal = (
         "quick start's greedy ensemble >= its best trial on the hold-out, every seed (soft vote)"
@@ -150,6 +146,49 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def quality_targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The decisions ``model_quality.py`` printed (issue 19), as judged by its own rule."""
+    rows = []
+    for name, question in (
+        ("model_quality", "8. model quality (issue 19)"),
+        ("model_quality_ablation", "8. model quality: ablation (issue 19)"),
+    ):
+        saved = results.get(name)
+        if saved is None or "decisions" not in saved:
+            verdict = "not measured" if saved is None else "stale: rerun with the new script"
+            rows.append(
+                {"question": question, "target": "decisions", "measured": None, "verdict": verdict}
+            )
+            continue
+        for row in saved["decisions"]:
+            where = f"at {row['at']} of the budget" if "at" in row else f"{row['epochs']} epochs"
+            measured = row.get("reason")
+            if row.get("mean_difference") is not None:
+                measured = f"{row['mean_difference']:+.3f} {row['interval']} ({row['per_seed']})"
+            rows.append(
+                {
+                    "question": question,
+                    "target": f"{row['decision']}, {where}",
+                    "measured": measured,
+                    "verdict": row["verdict"],
+                }
+            )
+    return rows
+
+
+def stale_note(name: str, data: dict[str, Any]) -> str | None:
+    """Why a results file no longer describes the script, or None when it is current."""
+    command = data.get("command", "")
+    if not command.startswith(CURRENT_COMMAND):
+        return (
+            f"*Stale: measured before the harness rewrite (`{command}`); rerun "
+            f"`python -m benchmarks.{name}`.*"
+        )
+    if name == "model_quality" and "decisions" not in data:
+        return "*Stale: made by the script's previous design (issue 13); rerun it.*"
+    return None
+
+
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value} s"
 
@@ -164,8 +203,12 @@ def section(results: dict[str, dict[str, Any]], summary: str) -> str:
     for name in ORDER:
         markdown = harness.RESULTS / f"{name}.md"
         if name in results and markdown.is_file():
-            text = markdown.read_text(encoding="utf-8").strip()
-            parts += ["", re.sub(r"^# ", "### ", text, count=1)]
+            text = re.sub(r"^# ", "### ", markdown.read_text(encoding="utf-8").strip(), count=1)
+            note = stale_note(name, results[name])
+            if note is not None:  # under the heading, before the description
+                heading, _, body = text.partition("\n")
+                text = f"{heading}\n\n{note}\n{body}"
+            parts += ["", text]
             picture = harness.RESULTS / f"{name}.png"
             if picture.is_file():
                 parts += ["", f"![{name}](results/{picture.name})"]

@@ -14,9 +14,11 @@ and takes from here:
   TensorFlow is loaded, the GPU peak), the one way a benchmark reads a peak;
 - **processes**: ``run_child`` measures one setting in a fresh ``python -m benchmarks.<name>
   --run-one SPEC`` process that answers through ``child_result``; ``run_automl_cli`` times an
-  ``automl`` command;
+  ``automl`` command; ``deadline`` ends a child at its wall-clock budget after answering;
 - **command line**: ``argument_parser`` (``--quick``, seeds, ``--results``, ``--run-one``);
-- **results**: ``save_results`` prints the table and writes ``<results>/<name>.json`` and ``.md``.
+- **results**: ``save_results`` prints the table and writes ``<results>/<name>.json`` and ``.md``,
+  with the commit they were measured at (``git_state``: ``git rev-parse HEAD`` and whether the
+  working tree had uncommitted changes).
 
 ``python -m benchmarks.harness`` prints the machine facts a results file would record here.
 
@@ -30,14 +32,16 @@ ImageNet-size backbones are too slow on 2 CPU cores to compare tuners).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,31 +111,45 @@ def wbc_subset(
     return dest / "train", dest / "test"
 
 
+def chula_manifest() -> Any:
+    """chula_rbc12's ``manifest.csv`` as a pandas frame (one row per crop)."""
+    import pandas as pd
+
+    return pd.read_csv(require(CHULA / "manifest.csv", "chula_rbc12"))
+
+
 def chula_group_subset(work: Path, fraction: float) -> Path:
     """``<work>/labels.csv`` over a stratified ``fraction`` of chula_rbc12's field groups.
 
     One fold of a seeded ``StratifiedGroupKFold`` (``1 / fraction`` folds): whole smear fields,
-    every class in proportion. Columns ``id`` (path below ``chula_rbc12`` without ``.jpg``),
-    ``label``, ``field_group``, as automl's ``format: csv`` reads them. The file is rewritten
-    only when it changes, so automl's decoded-image cache of it stays valid.
+    every class in proportion. Written by ``write_chula_labels``.
     """
-    import pandas as pd
     from sklearn.model_selection import StratifiedGroupKFold
 
-    manifest = pd.read_csv(require(CHULA / "manifest.csv", "chula_rbc12"))
+    manifest = chula_manifest()
     splitter = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=0)
     _, keep = next(splitter.split(manifest, manifest["class_name"], manifest["field_group"]))
-    picked = manifest.iloc[np.sort(keep)]
+    return write_chula_labels(manifest.iloc[np.sort(keep)], work / "labels.csv")
+
+
+def write_chula_labels(rows: Any, path: Path) -> Path:
+    """Write manifest ``rows`` as the labels CSV automl's ``format: csv`` reads; return ``path``.
+
+    Columns ``id`` (path below ``chula_rbc12`` without ``.jpg``), ``label``, ``field_group``.
+    The file is rewritten only when it changes, so automl's decoded-image cache of it stays
+    valid.
+    """
+    import pandas as pd
+
     text = pd.DataFrame(
         {
-            "id": picked["file"].str.removesuffix(".jpg"),
-            "label": picked["class_name"],
-            "field_group": picked["field_group"],
+            "id": rows["file"].str.removesuffix(".jpg"),
+            "label": rows["class_name"],
+            "field_group": rows["field_group"],
         }
     ).to_csv(index=False)
-    path = work / "labels.csv"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        work.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return path
 
@@ -300,15 +318,44 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def machine_line(machine: dict[str, Any], command: str, quick: bool) -> str:
+def machine_line(
+    machine: dict[str, Any], command: str, quick: bool, git: dict[str, Any] | None = None
+) -> str:
     """The header line of a results file: when, on what, under which load, with what, how."""
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    commit = ""
+    if git is not None:
+        dirty = " with uncommitted changes" if git["dirty"] else ""
+        commit = f" at commit {(git['commit'] or 'unknown')[:12]}{dirty}"
     return (
         f"Run {machine['date']} on {machine['cpus']} CPUs ({machine['cpu_model']}), "
         f"GPU: {machine['gpu'] or 'none'}; load average at the end {machine['load_average']}; "
-        f"{versions}. Command: `{command}`"
+        f"{versions}. Command: `{command}`{commit}"
         f"{' (quick mode: plumbing check, not figures to quote)' if quick else ''}."
     )
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the repository (``git rev-parse HEAD``) and whether the tree was dirty.
+
+    ``dirty``: tracked or untracked files differ from the commit (``git status --porcelain``),
+    so the figures may come from code that no commit holds. ``commit`` is None outside git.
+    """
+
+    def git(*arguments: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *arguments], capture_output=True, text=True, cwd=REPO, check=False
+            )
+        except OSError:
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+    }
 
 
 def command_line(name: str) -> str:
@@ -397,6 +444,33 @@ def run_child(
 def child_result(result: dict[str, Any]) -> None:
     """Answer the parent's ``run_child`` (on stdout, flushed at once)."""
     print(RESULT_PREFIX + json.dumps(result, default=_json_default), flush=True)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, answer: Callable[[], dict[str, Any]]) -> Iterator[None]:
+    """End this child ``seconds`` from now, after answering the parent with ``answer()``.
+
+    For a time budget that must not be overrun: neither Optuna's ``timeout`` nor a tuner's own
+    stop interrupts a running trial, and a trial that would end after the budget does not count
+    anyway. The process ends with ``os._exit`` (no clean-up: a trial running then stays
+    ``RUNNING`` in its study's storage). Leaving the block first cancels the deadline; ``None``
+    sets none.
+    """
+    if seconds is None:
+        yield
+        return
+
+    def stop() -> None:
+        child_result(answer())
+        os._exit(0)
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def run_automl_cli(arguments: Sequence[str], label: str) -> float:
@@ -509,18 +583,22 @@ def save_results(
     extra: dict[str, Any] | None = None,
     quick: bool = False,
     folder: Path = RESULTS,
+    module: str | None = None,
 ) -> Path:
     """Print the table and write ``<folder>/<name>.json`` and ``.md`` (``-quick`` in quick mode).
 
-    The Markdown file holds the title, the description, the machine line and the table; the
-    JSON file the same facts and every row, plus ``extra``.
+    The Markdown file holds the title, the description, the machine line (with the commit) and
+    the table; the JSON file the same facts and every row, plus ``extra``. ``module``: the
+    script that wrote them, when its name is not ``name`` (a script with two results files).
     """
     machine = machine_info()
-    command = command_line(name)
+    command = command_line(module or name)
+    git = git_state()
     payload = {
         "benchmark": name,
         "quick": quick,
         "command": command,
+        "git": git,
         "machine": machine,
         "rows": rows,
         **(extra or {}),
@@ -532,7 +610,7 @@ def save_results(
     table = markdown_table(rows, columns)
     markdown = json_path.with_suffix(".md")
     markdown.write_text(
-        f"# {title}\n\n{description}\n\n{machine_line(machine, command, quick)}\n\n{table}\n",
+        f"# {title}\n\n{description}\n\n{machine_line(machine, command, quick, git)}\n\n{table}\n",
         encoding="utf-8",
     )
     print(f"\n{title}\n\n{table}\n\nsaved {json_path} and {markdown.name}")

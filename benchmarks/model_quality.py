@@ -1,687 +1,547 @@
-"""Model quality on the hold-out: automl's tuned ensembles vs the hand-written CNN and KerasTuner.
+"""Model quality on a fixed grouped hold-out: automl as shipped vs the floor, seeds, KerasTuner.
 
-Data: ``chula_rbc12`` (72x72 red-cell crops, 12 classes) from ``../shared/data``, read through
-automl's ``format: csv`` (``group_column: field_group``) at 48 px: a fixed stratified quarter of
-the 553 field groups (one fold of a seeded grouped stratified 4-fold split; see ``FULL`` for
-why not all). automl itself takes the grouped hold-out (``holdout_fraction`` 0.2) and 3 grouped
-folds from the study seed: every arm of a seed has the same hold-out and folds.
+Question (issue 19). On ``chula_rbc12`` (72x72 red-cell crops, 12 classes, imbalanced 32:1), with
+the same wall clock, does automl's shipped workflow for small cells (``--space``, by default
+``search_spaces/cells_small.yaml``: search, then its greedy ensemble) give a better classifier
+than the hand-written CNN, than that CNN trained with as many seeds as fit and voting, and than
+KerasTuner Hyperband over the same space? And which single changes help the hand-written CNN
+(the ablation)? The answer of each comparison is one word: ahead, behind or inconclusive, by the
+rule below, which was written before any run.
 
-Arms, each in its own process:
+**Data** (``quality/data.py``), the same for every arm, seed and run: a fixed grouped hold-out
+(one fold of ``StratifiedGroupKFold(5, shuffle=True, random_state=0)`` over the manifest's
+``field_group``, about a fifth of the 553 groups), passed to automl as ``data.test``; a tuning
+pool of ``--pool-fraction`` (0.35) of the other groups, grouped and stratified, which automl
+cuts into 3 grouped folds from the study seed; ``--image-size`` 32 px.
 
-1. ``floor``: the hand-written CNN (``harness.hand_tuned_space``: Adam 1e-3), one trial over
-   every fold, its fold models voting on the hold-out;
-2. ``old``: automl (TPE, median pruner) over the space before the recipe keys, top-3 ensemble;
-3. ``new``: the same plus schedules with warm-up, EMA, MixUp/CutMix/erasing and
-   ``custom_resnet``, top-3 ensemble;
-4. ``greedy``: arm 3's study, only the ensemble step again, with ``selection: greedy``;
-   ``greedy_soft`` the same with a soft vote (what the quick start ships), and ``old_greedy``
-   arm 2's study ensembled greedily (so the recipe comparison is not one of top-3 votes alone);
-5. ``kerastuner``: KerasTuner Hyperband over arm 3's space through ``search_efficiency``'s
-   adapter and k-fold trial (automl's fold fit: the same folds, per-epoch validation, schedule
-   and EMA as automl's trials); its best hyperparameters retrained on all tuning images
-   (``harness.fit_on_all``), scored on the hold-out;
-6. ``curves`` (first seed): arm 3's best configuration on fold 0, as drawn and with a constant
-   rate, no warm-up, no EMA: validation accuracy per epoch (``results/model_quality.png``).
+**Arms** (``quality/arms.py``), each in fresh processes, in an order rotated per seed, each
+searching for ``--budget-minutes`` of wall clock (fold-epochs are reported too):
 
-Arms 2, 3 and 5 get the same compute: a budget of training epochs summed over folds and trials;
-no trial starts once it is spent (the running one finishes, so an arm may overshoot by one
-trial). Reported: hold-out accuracy, balanced accuracy, macro-F1, each with a 95% bootstrap
-interval over hold-out images; wall time, epochs, trials; paired bootstrap intervals of the
-differences the targets name; the spread across seeds. Runs accumulate in
-``<work>/runs.json``, so ``--arms`` reruns a subset and the tables cover every run kept.
+1. ``floor``: the hand-written CNN (``harness.hand_tuned_space``: 3 conv blocks, Adam 1e-3),
+   24 epochs per fold, one automl trial over the 3 folds, its fold models voting (soft);
+2. ``floor_seeds``: as many floor trials (each its own trial seed) as the budget holds, all
+   their fold models voting (soft): what equal compute gives a user without a tuner;
+3. ``automl``: the YAML as shipped, with the benchmark's ``data`` section, study name, seed,
+   ``n_trials: null`` and ``timeout`` = the budget, run by ``automl.search.tune.run_tune``
+   (which sets up the device: op determinism on CPU), then ``run_ensemble``;
+4. ``kerastuner``: Hyperband over the YAML's ``space`` through ``search_efficiency``'s adapter
+   and k-fold trial, on automl's folds; its best trial's fold models vote on the hold-out like
+   automl's best trial (nothing retrained). A secondary row retrains it on the whole pool
+   (``harness.fit_on_all``, capped at the budget), labelled secondary.
 
-    python -m benchmarks.model_quality [--quick] [--budget-epochs 96] [--seeds 0 1] [--arms ...]
-    python -m benchmarks.model_quality --arms floor --epochs 24 --work benchmarks/work/mq_e24 \
-        --results benchmarks/results/model_quality_floor_24_epochs
+A search is ended by a hard deadline at the budget (``harness.deadline``: neither Optuna's
+timeout nor KerasTuner stops a running trial); only trials completed by then count, and the
+trial cut short is counted in the fold-epochs. The floor alone runs its one trial to the end and
+the table says when that is after the budget.
+
+**Time to quality.** Each completed trial's hold-out probabilities are computed once from its
+fold models; at every trial completion the arm's incumbent is voted again: automl's greedy
+ensemble of the trials completed so far (``greedy_selection`` on their out-of-fold files, the
+YAML's vote) and its best trial alone; the floor's seeds voting; KerasTuner's best trial by CV.
+The table reads the incumbent at 25%, 50% and 100% of the budget; the picture
+(``results/model_quality.png``) shows every completion.
+
+**Ablation** (``quality/ablation.py``, ``--part ablation``, independent of the arms): the floor
+with one change at a time (``cosine``: cosine schedule, 1 warm-up epoch; ``ema``: momentum
+0.99; ``mix``: MixUp 0.2 + CutMix 1.0 on half the batches; ``resnet``: ``custom_resnet``
+3 stages of 2 blocks, width 16, stem stride 1; ``balanced``: class weights from the pool's
+counts; ``smoothing``: label smoothing 0.1; ``all``: every change), trained once on the whole
+ablation pool (``--ablation-fraction`` of the tuning pool), at 8 and at 24 epochs, 2 seeds,
+each run a fresh process with op determinism; compared with the floor at the same seed and
+epochs.
+
+**Statistics and the decision rule** (``quality/stats.py`` is this in code):
+
+- every row: balanced accuracy (primary), macro-F1 and accuracy on the hold-out, the classes
+  its predictions use, and a 95% interval of balanced accuracy;
+- intervals resample the hold-out's **field groups** with replacement (crops of one field are
+  correlated; resampling crops would make the intervals too narrow), 2,000 resamples,
+  percentile intervals; a difference A minus B is paired (the same resamples for both);
+- over seeds, a two-level bootstrap: each resample draws the seeds with replacement and one
+  resample of the groups, shared by the drawn seeds (every seed is scored on the same hold-out,
+  so its sampling error is common to them), and averages the drawn seeds' differences;
+- with D the mean over seeds of d_s = BA(A) - BA(B) in seed s, A is **ahead** of B only when
+  D >= 0.02, the 95% interval of D lies above 0, no seed has d_s < -0.02 (a seed clearly
+  behind) and A's vote is not degenerate in any seed; **behind** is the mirror image (D <=
+  -0.02, interval below 0, no seed with d_s > +0.02, B not degenerate); anything else is
+  **inconclusive**, and the table says which condition failed;
+- a vote that predicts 2 classes or fewer of the 12 is **degenerate**: it is flagged in its row
+  and cannot be ahead;
+- the floor must learn: in every seed the lower end of its balanced-accuracy interval must be
+  above 2/12 (twice chance); otherwise every comparison with it is **void**, said in the
+  results (the ablation checks its floor at each epoch count);
+- decisions printed: automl vs floor, vs floor_seeds and vs kerastuner, at the full budget and
+  at half of it; the greedy ensemble vs its best trial at every replay point of every seed
+  (never below?) and paired at the full budget; each ablation factor vs the floor.
+
+**Bookkeeping.** Runs accumulate in ``--work`` (``benchmarks/work/model_quality``:
+``arms.json``, ``ablation.json``, the studies and the image cache), so ``--seeds``, ``--arms``
+and ``--part`` rerun subsets, and ``--rescore`` scores kept studies again; a run made with other
+settings (image size, budget, pools, the YAML's content) is set aside. Results:
+``results/model_quality.{json,md,png}`` (arms) and ``results/model_quality_ablation.{json,md}``,
+each with the commit. The plan (arms x seeds x budget, ablation runs x estimated time) is
+printed at the start. ``--quick`` is a plumbing check (tiny pool and hold-out, 2-3 epochs, a
+1-minute budget, seed 0) that writes ``-quick`` files.
+
+    python -m benchmarks.model_quality                          # arms + ablation, seeds 0 1
+    python -m benchmarks.model_quality --part ablation --seeds 0 1
+    python -m benchmarks.model_quality --part arms --seeds 0 1 [--arms automl kerastuner]
+    python -m benchmarks.model_quality --part arms --rescore    # score the kept studies again
+    python -m benchmarks.model_quality --quick [--part arms|ablation]
+
+On a GPU machine, the same question at a size that can separate the arms (5 seeds, every crop
+outside the hold-out, 64 px, longer budgets)::
+
+    python -m benchmarks.model_quality --seeds 0 1 2 3 4 --pool-fraction 1 \\
+        --ablation-fraction 1 --image-size 64 --budget-minutes 30
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
 import hashlib
 import json
 import logging
-import shutil
-import statistics
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks import harness
+from benchmarks.quality import ablation, arms, data, report
 
 NAME = "model_quality"
-ARMS = ("floor", "old", "new", "greedy", "greedy_soft", "old_greedy", "kerastuner", "curves")
-# The ensemble-only arms: the tuned study they re-ensemble greedily, and the vote.
-GREEDY_ARMS = {
-    "greedy": ("new", "majority"),
-    "greedy_soft": ("new", "soft"),
-    "old_greedy": ("old", "majority"),
+ABLATION_NAME = "model_quality_ablation"
+SPACE = harness.REPO / "search_spaces" / "cells_small.yaml"
+FULL: dict[str, Any] = {
+    "pool_fraction": 0.35,
+    "ablation_fraction": 0.25,
+    "image_size": 32,
+    "budget_minutes": 5.0,
+    "floor_epochs": 24,
+    "ablation_epochs": ablation.EPOCHS,
+    "seeds": [0, 1],
+    "overrides": [],
 }
-LABELS = {
-    "floor": "1. floor (hand-written CNN)",
-    "old": "2. automl, old space, top-3",
-    "new": "3. automl, new recipe, top-3",
-    "greedy": "4. automl, new recipe, greedy",
-    "greedy_soft": "4. automl, new recipe, greedy, soft vote",
-    "old_greedy": "2. automl, old space, greedy",
-    "kerastuner": "5. KerasTuner Hyperband, retrained",
+QUICK: dict[str, Any] = {
+    "pool_fraction": 0.05,
+    "ablation_fraction": 1.0,
+    "image_size": 32,
+    "budget_minutes": 1.0,
+    "floor_epochs": 2,
+    "ablation_epochs": ablation.QUICK_EPOCHS,
+    "seeds": [0],
+    "overrides": ["space.epochs=3"],  # the YAML's pruner needs a rung inside fold 0
 }
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-TOP_K, RESAMPLES = 3, 1000
-# Sizes, measured at 48 px on this 2-core machine (random draws of each space, fold 0 of the
-# quarter: ~2,690 training and ~1,310 validation crops; the others' jobs loaded it, so the idle
-# figures are scaled from the floor's, which matched an idle probe): a fold-epoch costs ~8 s
-# for the floor, ~7 s for the old space and ~11.5 s for the new one (resnets at stem stride 1
-# and RandAugment dominate; 1.3-25 s per draw), plus ~3 s per fold to build and trace. 96
-# fold-epochs (5.3 complete trials of 3 folds x 6 epochs) for each of arms 2, 3 and 5, with
-# the floor (18), KerasTuner's retrain, the curves (12) and 6 process starts: ~65 minutes per
-# seed. All 19,871 crops would cost 4x per epoch and leave each tuner about one trial.
-FULL = {"group_fraction": 0.25, "image_size": 48, "n_folds": 3, "epochs": 6, "budget": 96}
-QUICK = {"group_fraction": 0.05, "image_size": 32, "n_folds": 2, "epochs": 2, "budget": 8}
+SCORE_SECONDS = 60.0  # per arm and seed, for the plan: a fresh process predicting the hold-out
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _cat(*choices: Any) -> dict[str, Any]:
-    return {"type": "categorical", "choices": list(choices)}
-
-
-def old_space(epochs: int) -> dict[str, Any]:
-    """The space before the recipe keys: custom CNN, head, optimizer, rate, batch, augmentation."""
-    space = harness.search_space(epochs)
-    space["batch_size"] = _cat(32, 64)
-    space["augment"] = {
-        "flip": _cat("horizontal_and_vertical", "none"),
-        "rotation": {"type": "float", "low": 0.0, "high": 0.25},
-        "randaugment_magnitude": _cat(0.0, 0.25, 0.5),  # 0 = off, a choice TPE can make
-    }
-    return space
-
-
-def new_space(epochs: int) -> dict[str, Any]:
-    """``old_space`` plus schedules with warm-up, EMA, MixUp/CutMix/erasing and custom_resnet."""
-    space = copy.deepcopy(old_space(epochs))
-    cnn = {k: v for k, v in space["backbone"].items() if k != "name"}
-    resnet = {
-        "stages": {"type": "int", "low": 2, "high": 3},
-        "width": _cat(16, 32),
-        "blocks_per_stage": {"type": "int", "low": 1, "high": 2},
-        "stem_stride": _cat(1, 2),
-        "dropout": {"type": "float", "low": 0.0, "high": 0.3},
-    }
-    space["backbone"] = {
-        "type": "categorical",
-        "choices": {"custom_cnn": cnn, "custom_resnet": resnet},
-    }
-    space["schedule"] = _cat("constant", "cosine", "cosine_restarts", "plateau")
-    space["warmup_epochs"] = {"type": "int", "low": 0, "high": 2}
-    space["ema"] = {"momentum": _cat(0.0, 0.99)}  # floats: KerasTuner's Choice wants one type
-    space["augment"].update(
-        mixup_alpha=_cat(0.0, 0.2),
-        cutmix_alpha=_cat(0.0, 1.0),
-        mix_probability={"type": "float", "low": 0.25, "high": 1.0},
-        erasing=_cat(0.0, 0.25),
-    )
-    return space
-
-
-def make_config(arm: str, seed: int, work: Path, size: dict[str, Any], **ensemble: Any):
-    """The automl configuration of an arm (an ensemble-only arm: its tuned arm's study)."""
-    from automl.config.schema import config_from_dict
-
-    arm = GREEDY_ARMS.get(arm, (arm, ""))[0]  # an ensemble-only arm opens its tuned study
-    space = {"floor": harness.hand_tuned_space, "old": old_space}.get(arm, new_space)
-    pruner = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 3}
-    raw = {
-        "study": {
-            "name": f"{arm}_seed{seed}",
-            "metric": "accuracy",
-            "seed": seed,
-            "sampler": {"name": "tpe", "n_startup_trials": 5},
-            "pruner": {"name": "none"} if arm in ("floor", "curves") else pruner,
-            "studies_dir": str(work / "studies"),
-        },
-        "data": {
-            "format": "csv",
-            "path": str(harness.CHULA),
-            "labels_csv": str(work / "labels.csv"),
-            "extension": ".jpg",
-            "group_column": "field_group",
-            "image_size": size["image_size"],
-            "n_folds": size["n_folds"],
-            "holdout_fraction": 0.2,
-        },
-        "space": space(size["epochs"]),
-        "ensemble": {"top_k": TOP_K, "vote": "majority", "selection": "top_k", **ensemble},
-    }
-    return config_from_dict(raw, source=f"benchmarks/model_quality.py:{arm}")
-
-
 # --------------------------------------------------------------------------------------------
-# The arms, each in its own process
+# The children
 # --------------------------------------------------------------------------------------------
 
 
-def holdout_record(config, splits, predicted: np.ndarray | None = None) -> dict[str, Any]:
-    """Hold-out labels and predictions (default: the ensemble ``run_ensemble`` just wrote)."""
-    import pandas as pd
+def quiet_child() -> None:
+    """One line per trial from automl on stderr, little else (before TensorFlow starts)."""
+    from automl.console import filter_stderr
 
-    from automl.search.paths import paths_for
-
-    ids = [str(i) for i in splits.holdout.ids]
-    if predicted is None:
-        path = paths_for(config).ensemble / "holdout_predictions.csv"
-        frame = pd.read_csv(path, dtype=str)
-        if frame["id"].tolist() != ids:
-            raise SystemExit(f"{path}: not in the hold-out's order")
-        index = {name: i for i, name in enumerate(splits.tuning.class_names)}
-        predicted = np.array([index[name] for name in frame["label"]])
-    return {
-        "holdout_sha": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
-        "labels": splits.holdout.labels.tolist(),
-        "predicted": [int(p) for p in predicted],
-    }
-
-
-def run_automl(arm: str, seed: int, work: Path, size: dict[str, Any], budget: int) -> dict:
-    """floor, old, new: trials until the epoch budget is spent, then the top-K ensemble."""
+    filter_stderr()  # TensorFlow's C++ start-up lines stay out of the progress
     import optuna
 
-    from automl.ensemble.build import run_ensemble
-    from automl.search.attrs import TrialSummary
-    from automl.search.paths import paths_for
-    from automl.search.session import optimize, prepare_splits
-    from automl.search.storage import create_or_load
-
-    config = make_config(arm, seed, work, size, top_k=1 if arm == "floor" else TOP_K)
-    shutil.rmtree(paths_for(config).root, ignore_errors=True)  # a rerun starts afresh
-    splits = prepare_splits(config)
-    study = create_or_load(config)
-    used = [0]
-
-    def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        used[0] += TrialSummary.from_trial(trial).epochs or 0
-        value = "-" if trial.value is None else f"{trial.value:.4f}"
-        spent = f"{used[0]}" + ("" if arm == "floor" else f"/{budget}")
-        log(
-            f"  [{arm} seed {seed}] trial {trial.number} {trial.state.name.lower()} {value}, "
-            f"epochs {spent}"
-        )
-        if used[0] >= budget:
-            study.stop()
-
-    started = time.perf_counter()
-    n_trials = 1 if arm == "floor" else budget  # a cap in case every trial failed at once
-    optimize(study, config, splits, n_trials=n_trials, callbacks=[count], progress=False)
-    tuned = time.perf_counter() - started
-    run_ensemble(config, study)
-    states = [t.state.name.lower() for t in study.trials]
-    return {
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "tune_seconds": round(tuned, 1),
-        "epochs": used[0],
-        "trials": len(states),
-        "pruned": states.count("pruned"),
-        "best_cv": round(study.best_value, 4),
-        "best_params": study.best_params,
-        **holdout_record(config, splits),
-    }
-
-
-def run_greedy(arm: str, seed: int, work: Path, size: dict[str, Any]) -> dict:
-    """A tuned arm's study (``GREEDY_ARMS``), only the ensemble step again, greedy selection."""
-    from automl.ensemble.build import run_ensemble
-    from automl.search.session import prepare_splits
-    from automl.search.storage import create_or_load
-
-    config = make_config(arm, seed, work, size, selection="greedy", vote=GREEDY_ARMS[arm][1])
-    splits = prepare_splits(config)
-    started = time.perf_counter()
-    ensemble = run_ensemble(config, create_or_load(config))
-    single = ensemble.holdout.best_single_trial
-    return {
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "epochs": 0,
-        "members": [{"trial": m.trial, "weight": m.weight} for m in ensemble.members],
-        "best_single": {
-            "trial": single.trial,
-            **{metric: round(getattr(single.scores, metric), 4) for metric in METRICS},
-        },
-        **holdout_record(config, splits),
-    }
-
-
-def run_kerastuner(seed: int, work: Path, size: dict[str, Any], budget: int) -> dict:
-    """KerasTuner Hyperband over arm 3's space, then its best hyperparameters on all data."""
-    import keras_tuner as kt
-
-    from automl.nn.models import build_model
-    from automl.search.session import prepare_splits
-    from benchmarks.search_efficiency import HpAsOptunaTrial, keras_tuner_folds
-
-    config = make_config("new", seed, work, size)
-    splits = prepare_splits(config)
-    space, n_classes, image_size = config.space, splits.n_classes, config.data.image_size
-    checkpoints = work / "kt_weights" / f"seed{seed}"
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    checkpoints.mkdir(parents=True)
-    used, values = [0], []
-
-    class HyperModel(kt.HyperModel):
-        def build(self, hp):  # KerasTuner builds once to learn the space; run_trial trains
-            params = space.suggest(HpAsOptunaTrial(hp))
-            return build_model(params, n_classes=n_classes, image_size=image_size)
-
-    class Tuner(kt.Hyperband):
-        def pre_create_trial(self):
-            if used[0] >= budget:  # KerasTuner has no epoch budget: ask for no more trials
-                self.oracle.max_trials = len(self.oracle.trials)
-            return super().pre_create_trial()
-
-        def run_trial(self, trial, *args, **kwargs):
-            hp = trial.hyperparameters
-            base = seed * 10_000 + len(values) * 10
-            # automl's fold fit, with the same schedule, EMA and per-epoch validation as arm 3
-            scores, trained = keras_tuner_folds(
-                space.suggest(HpAsOptunaTrial(hp)),
-                hp.values,
-                splits,
-                image_size=image_size,
-                seeds=[base + fold for fold in range(len(splits.folds))],
-                checkpoints=checkpoints,
-                trial_id=trial.trial_id,
-                save=True,
-            )
-            used[0] += trained
-            values.append(float(np.mean(scores)))
-            epochs = f"{hp.values.get('tuner/initial_epoch', 0)}->{hp.values.get('tuner/epochs')}"
-            log(
-                f"  [kerastuner seed {seed}] trial {len(values) - 1} (epochs {epochs})"
-                f" {values[-1]:.4f}, epochs {used[0]}/{budget}"
-            )
-            return values[-1]
-
-    started = time.perf_counter()
-    tuner = Tuner(
-        hypermodel=HyperModel(),
-        objective=kt.Objective("val_accuracy", direction="max"),
-        max_epochs=int(space.max_epochs()),
-        factor=3,
-        hyperband_iterations=1000,  # the epoch budget ends the search
-        seed=seed,
-        directory=str(work / "kt"),
-        project_name=f"seed{seed}",
-        overwrite=True,
-    )
-    tuner.search(verbose=0)
-    tuned = time.perf_counter() - started
-    best = tuner.get_best_hyperparameters(1)[0]
-    params = space.suggest(HpAsOptunaTrial(best))
-    log(f"  [kerastuner seed {seed}] best {max(values):.4f}: retraining it on all tuning data")
-    # As KerasTuner users do: all tuning data, no validation (a plateau schedule stays flat).
-    probabilities = harness.fit_on_all(params, splits, image_size=image_size, seed=seed)
-    return {
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "tune_seconds": round(tuned, 1),
-        "epochs": used[0],
-        "retrain_epochs": int(params["epochs"]),
-        "trials": len(values),
-        "best_cv": round(max(values), 4),
-        "best_params": {k: v for k, v in best.values.items() if not k.startswith("tuner/")},
-        **holdout_record(config, splits, probabilities.argmax(axis=1)),
-    }
-
-
-def run_curves(seed: int, work: Path, size: dict[str, Any], best_params: dict) -> dict:
-    """Arm 3's best configuration on fold 0: as drawn, and constant rate without warm-up/EMA."""
-    from automl.data.splits import Splits
-    from automl.search.paths import paths_for, trial_folder
-    from automl.search.session import optimize, prepare_splits
-    from automl.search.storage import create_or_load
-
-    config = make_config("curves", seed, work, size)
-    shutil.rmtree(paths_for(config).root, ignore_errors=True)
-    full = prepare_splits(config)
-    study = create_or_load(config)
-    plain = {**best_params, "schedule": "constant", "warmup_epochs": 0, "ema.momentum": 0.0}
-    if plain == best_params:
-        log("  [curves] the best configuration is already constant without EMA: twice the same")
-    variants = {"as drawn": best_params, "constant, no warm-up, no EMA": plain}
-    for params in variants.values():
-        study.enqueue_trial(params, skip_if_exists=False)
-    started = time.perf_counter()
-    splits = Splits(full.tuning, full.holdout, full.folds[:1])
-    optimize(study, config, splits, n_trials=2, callbacks=[], progress=False)
-    curves = {}
-    for (label, params), trial in zip(variants.items(), study.trials, strict=True):
-        history = json.loads((trial_folder(config, trial.number) / "history.json").read_text())
-        curves[label] = {
-            "params": {k: params.get(k) for k in ("schedule", "warmup_epochs", "ema.momentum")},
-            "val_accuracy": [round(h["val_metric"], 4) for h in history[0]],
-            "learning_rate": [h.get("learning_rate") for h in history[0]],
-        }
-        log(f"  [curves] {label}: {curves[label]['val_accuracy']}")
-    return {"wall_seconds": round(time.perf_counter() - started, 1), "curves": curves}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The data checks' notes would repeat in every child; `automl audit` shows them once.
+    logging.getLogger("automl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    trials = logging.getLogger("automl.search.session")  # log_trial: one line per trial
+    trials.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("    %(message)s"))
+    trials.addHandler(handler)
 
 
 def run_one(spec: dict[str, Any]) -> None:
-    """Child process: one arm of one seed; answers the parent with its figures."""
-    from automl.console import filter_stderr
-
-    filter_stderr()  # before TensorFlow starts: its C++ start-up lines stay out of the progress
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
-    # The data checks' notes (odd-looking crops, near-duplicates across the grouped splits)
-    # would repeat in every child; `automl audit` on the same CSV shows them once.
-    logging.getLogger("automl").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes of new models
-    arm, seed, work, size = spec["arm"], spec["seed"], Path(spec["work"]), spec["size"]
-    if arm in ("floor", "old", "new"):
-        result = run_automl(arm, seed, work, size, spec["budget"])
-    elif arm in GREEDY_ARMS:
-        result = run_greedy(arm, seed, work, size)
-    elif arm == "kerastuner":
-        result = run_kerastuner(seed, work, size, spec["budget"])
+    """Child process: one step of one arm, one ablation run, or the data preparation."""
+    quiet_child()
+    step, arm, seed = spec["step"], spec.get("arm"), spec.get("seed", 0)
+    if step == "prepare":
+        result = arms.prepare(spec)
+    elif step == "ablation":
+        result = ablation.run(spec)
+    elif step == "tune" and arm == "kerastuner":
+        result = arms.tune_kerastuner(seed, spec)
+    elif step == "tune":
+        result = arms.tune_optuna(arm, seed, spec)
+    elif step == "score" and arm == "kerastuner":
+        result = arms.score_kerastuner(seed, spec, spec["tuned"])
+    elif step == "score":
+        result = arms.score_optuna(arm, seed, spec, spec["tuned"])
     else:
-        result = run_curves(seed, work, size, spec["best_params"])
-    harness.child_result({"arm": arm, "seed": seed, **result})
+        result = arms.retrain_kerastuner(seed, spec, spec["params"])
+    harness.child_result(result)
 
 
 # --------------------------------------------------------------------------------------------
-# Scores, intervals and verdicts (the parent)
+# The parent: runs kept in the work folder
 # --------------------------------------------------------------------------------------------
 
 
-def metric_samples(y: np.ndarray, predicted: np.ndarray, index: np.ndarray) -> dict[str, Any]:
-    """The three metrics on every row of ``index`` (resampled hold-out positions), at once."""
-    n_classes = int(max(y.max(), predicted.max())) + 1
-    rows, n = index.shape
-    codes = (np.arange(rows)[:, None] * n_classes + y[index]) * n_classes + predicted[index]
-    matrix = np.bincount(codes.ravel(), minlength=rows * n_classes**2)
-    matrix = matrix.reshape(rows, n_classes, n_classes).astype(float)
-    hits = np.diagonal(matrix, axis1=1, axis2=2)
-    support, called = matrix.sum(axis=2), matrix.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # As automl.metrics: recall over classes present; F1 over classes present or predicted.
-        recall = np.where(support > 0, hits / support, np.nan)
-        f1 = np.where(support + called > 0, 2 * hits / (support + called), np.nan)
-    return {
-        "accuracy": hits.sum(axis=1) / n,
-        "balanced_accuracy": np.nanmean(recall, axis=1),
-        "macro_f1": np.nanmean(f1, axis=1),
-    }
+class Store:
+    """A part's runs in ``<work>/<part>.json``: the hold-out once, then one record per key.
 
-
-def interval(values: np.ndarray) -> list[float]:
-    return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
-
-
-def score_seed(runs: dict[str, dict], seed: int) -> dict[str, Any]:
-    """Point scores and bootstrap samples of every arm of a seed, all on the same resamples."""
-    scored = {arm: run for arm, run in runs.items() if "predicted" in run}
-    if len({run["holdout_sha"] for run in scored.values()}) > 1:
-        raise SystemExit(f"seed {seed}: the arms saw different hold-outs; rerun them together")
-    y = np.array(next(iter(scored.values()))["labels"])
-    index = np.random.default_rng(seed).integers(0, len(y), size=(RESAMPLES, len(y)))
-    points, samples = {}, {}
-    for arm, run in scored.items():
-        predicted = np.array(run["predicted"])
-        point = metric_samples(y, predicted, np.arange(len(y))[None])
-        points[arm] = {m: round(float(point[m][0]), 4) for m in METRICS}
-        samples[arm] = metric_samples(y, predicted, index)
-    return {"points": points, "samples": samples, "runs": runs}
-
-
-def beyond(found: list[list[float]]) -> str:
-    """Verdict on paired-difference intervals, one per seed: ahead only when all exclude 0."""
-    if not found:
-        return "not measured"
-    if all(low > 0 for low, _ in found):
-        return "met"
-    if all(high < 0 for _, high in found):
-        return "not met: behind beyond the interval"
-    if any(low > 0 or high < 0 for low, high in found):
-        return "not met: differs across seeds"
-    return "not met: inside the noise"
-
-
-def summarise(runs: dict[str, dict]) -> tuple[list, list, list]:
-    """Rows per arm and seed, the verdicts of the targets, and the spread across seeds."""
-    by_seed = {}
-    for seed in sorted({int(key.split(":")[1]) for key in runs}):
-        mine = {k.split(":")[0]: r for k, r in runs.items() if k.endswith(f":{seed}")}
-        if any("predicted" in run for run in mine.values()):
-            by_seed[seed] = score_seed(mine, seed)
-    rows = []
-    for seed, scored in by_seed.items():
-        for arm in (a for a in LABELS if a in scored["points"]):
-            run, row = scored["runs"][arm], {"arm": LABELS[arm], "seed": seed}
-            for metric in METRICS:
-                low, high = interval(scored["samples"][arm][metric])
-                row[metric] = scored["points"][arm][metric]
-                row[f"{metric}_ci"] = f"{low:.3f}-{high:.3f}"
-            retrain = f" + {run['retrain_epochs']} on all" if "retrain_epochs" in run else ""
-            row["epochs"] = f"{run['epochs']}{retrain}"
-            for key in ("wall_seconds", "trials", "pruned", "best_cv"):
-                row[key] = run.get(key)
-            rows.append(row)
-    return rows, verdicts(by_seed), spread(rows)
-
-
-def verdicts(by_seed: dict[int, dict]) -> list[dict[str, Any]]:
-    """The issue's targets, each judged on every seed measured."""
-    out: list[dict[str, Any]] = []
-
-    def add(target: str, measured: str | None, verdict: str) -> None:
-        out.append({"target": target, "measured": measured, "verdict": verdict})
-
-    def paired(a: str, b: str, metric: str = "accuracy") -> tuple[str | None, str]:
-        found = {
-            seed: interval(scored["samples"][a][metric] - scored["samples"][b][metric])
-            for seed, scored in by_seed.items()
-            if {a, b} <= scored["samples"].keys()
-        }
-        shown = "; ".join(f"seed {s}: [{lo:+.3f}, {hi:+.3f}]" for s, (lo, hi) in found.items())
-        return shown or None, beyond(list(found.values()))
-
-    goal = "tuned ensemble >= 0.85 accuracy and >= 0.70 macro-F1 (mean of seeds)"
-    shipped = next(
-        (a for a in ("greedy", "new") for d in by_seed.values() if a in d["points"]), None
-    )
-    if shipped is None:
-        add(goal, None, "not measured")
-    else:
-        points = [d["points"][shipped] for d in by_seed.values() if shipped in d["points"]]
-        accuracy = round(statistics.mean(p["accuracy"] for p in points), 4)
-        f1 = round(statistics.mean(p["macro_f1"] for p in points), 4)
-        met = accuracy >= 0.85 and f1 >= 0.70
-        add(
-            goal,
-            f"{LABELS[shipped]}: accuracy {accuracy}, macro-F1 {f1}",
-            "met" if met else "not met",
-        )
-    for arm in ("new", "greedy"):
-        goal = f"arm {LABELS[arm][0]} ahead of KerasTuner beyond the interval (paired accuracy)"
-        add(goal, *paired(arm, "kerastuner"))
-    for arm, (_, vote) in GREEDY_ARMS.items():
-        pairs = [
-            (seed, scored["points"][arm]["accuracy"], scored["runs"][arm]["best_single"])
-            for seed, scored in by_seed.items()
-            if arm in scored["points"]
-        ]
-        shown = "; ".join(
-            f"seed {s}: {g} vs trial {b['trial']}: {b['accuracy']}" for s, g, b in pairs
-        )
-        met = "met" if all(g >= b["accuracy"] for _, g, b in pairs) else "not met"
-        goal = (
-            f"{LABELS[arm]}: greedy ensemble >= best single trial on the hold-out (accuracy, "
-            f"{vote} vote), every seed"
-        )
-        add(goal, shown or None, met if pairs else "not measured")
-    for metric in ("accuracy", "macro_f1"):
-        add(
-            f"new recipe > old recipe beyond the interval ({metric}, paired; top-3 votes)",
-            *paired("new", "old", metric),
-        )
-    for metric in ("accuracy", "macro_f1"):
-        add(
-            f"new recipe > old recipe beyond the interval ({metric}, paired; greedy ensembles)",
-            *paired("greedy", "old_greedy", metric),
-        )
-    add(
-        "(context) new recipe vs the hand-written floor (accuracy, paired)",
-        *paired("new", "floor"),
-    )
-    return out
-
-
-def spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Across seeds, per arm: mean ± standard deviation (range) of every metric."""
-    out = []
-    for label in LABELS.values():
-        mine = [row for row in rows if row["arm"] == label]
-        if len(mine) < 2:
-            continue
-        row: dict[str, Any] = {"arm": label, "seeds": len(mine)}
-        for metric in METRICS:
-            values = [r[metric] for r in mine]
-            row[metric] = (
-                f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
-                f"({min(values):.3f}-{max(values):.3f})"
-            )
-        row["wall_seconds"] = round(statistics.mean(r["wall_seconds"] for r in mine), 1)
-        out.append(row)
-    return out
-
-
-def plot_curves(curves: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    rates = ax.twinx()
-    for colour, (label, curve) in zip(("C0", "C1"), curves.items(), strict=False):
-        epochs = range(1, len(curve["val_accuracy"]) + 1)
-        ax.plot(epochs, curve["val_accuracy"], marker="o", color=colour, label=label)
-        if None not in curve["learning_rate"]:
-            rates.plot(epochs, curve["learning_rate"], linestyle=":", color=colour)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("fold-0 validation accuracy")
-    rates.set_ylabel("learning rate at the epoch's end (dotted)")
-    ax.set_title("Best arm-3 configuration on fold 0, with and without schedule/EMA")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main() -> None:
-    parser = harness.argument_parser(
-        NAME, __doc__, quick="tiny data, 32 px", seeds="default 0", child=True
-    )
-    parser.add_argument("--budget-epochs", type=int, default=None, help="default 96 (quick: 8)")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs per fold (default 6, quick: 2); e.g. the floor alone at 24 measures what "
-        "the budget costs it",
-    )
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    parser.add_argument("--work", type=Path, default=None, help="default benchmarks/work/<name>")
-    args = parser.parse_args()
-    if args.run_one:
-        run_one(json.loads(args.run_one))
-        return
-    size = dict(QUICK if args.quick else FULL)
-    size["epochs"] = args.epochs or size["epochs"]
-    budget = args.budget_epochs or size["budget"]
-    work = (args.work or harness.WORK / f"{NAME}{'-quick' if args.quick else ''}").resolve()
-    harness.chula_group_subset(work, size["group_fraction"])
-    runs = run_arms(args.seeds or [0], args.arms, work, {"size": size, "budget": budget})
-    save(runs, size, budget, args.quick, args.results)
-
-
-def run_arms(
-    seeds: list[int], arms: list[str], work: Path, settings: dict[str, Any]
-) -> dict[str, dict]:
-    """Run the arms asked for, each in its own process; every run kept in ``runs.json``.
-
-    Runs of other settings (size, budget) are set aside, so that one table never mixes them.
+    Read again before every write, so a second process running the other part (its own file)
+    or an interrupted run loses nothing kept.
     """
-    store = work / "runs.json"
-    saved = json.loads(store.read_text()) if store.is_file() else {}
-    runs = saved.get("runs", {}) if saved.get("settings") == settings else {}
-    if saved and not runs:
-        log(f"{store} holds runs with other settings; they are set aside")
-    budget = settings["budget"]
-    for seed in seeds:
-        for arm in (a for a in ARMS if a in arms):
-            if arm == "curves" and seed != seeds[0]:
-                continue
-            spec = {"arm": arm, "seed": seed, "work": str(work), **settings}
-            if arm in GREEDY_ARMS or arm == "curves":
-                tuned = GREEDY_ARMS.get(arm, ("new", ""))[0]
-                if f"{tuned}:{seed}" not in runs:
-                    raise SystemExit(f"{arm} needs arm '{tuned}' of seed {seed}: add it to --arms")
-                spec["best_params"] = runs[f"{tuned}:{seed}"]["best_params"]
-            log(f"== {arm} (seed {seed}), budget {budget} epochs: started {time.strftime('%X')}")
-            runs[f"{arm}:{seed}"] = harness.run_child(NAME, spec, arm, stream_stderr=True)
-            store.write_text(json.dumps({"settings": settings, "runs": runs}) + "\n")
-            log(f"== {arm} (seed {seed}) done in {runs[f'{arm}:{seed}']['wall_seconds']} s")
-    return runs
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        if self.path.is_file():
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        return {"holdout": None, "runs": {}}
+
+    def put(self, key: str, record: dict[str, Any], holdout: dict[str, Any]) -> None:
+        """Keep ``record`` (its hold-out labels replaced by the hold-out's fingerprint)."""
+        kept = self.load()
+        if kept["holdout"] is not None and kept["holdout"]["sha"] != holdout["sha"]:
+            kept = {"holdout": None, "runs": {}}  # another hold-out: the old runs are void
+        kept["holdout"] = holdout
+        kept["runs"][key] = record
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(kept) + "\n", encoding="utf-8")
+        os.replace(temporary, self.path)
 
 
-def save(
-    runs: dict[str, dict], size: dict[str, Any], budget: int, quick: bool, folder: Path
+def child(spec: dict[str, Any], label: str, holdout: dict[str, Any] | None) -> dict[str, Any]:
+    """Run one step in a fresh process; check it saw the hold-out ``holdout`` describes."""
+    answer = harness.run_child(NAME, spec, label, stream_stderr=True)
+    seen = answer.pop("holdout", None)
+    if holdout is not None and seen is not None and seen["sha"] != holdout["sha"]:
+        raise SystemExit(f"{label}: the child read another hold-out than the prepared one")
+    return answer
+
+
+def prepare(base: dict[str, Any]) -> dict[str, Any]:
+    """Decode the crops into automl's cache once; the hold-out's labels and groups."""
+    log(f"== preparing the data (decoding the crops once): started {time.strftime('%X')}")
+    answer = harness.run_child(NAME, {**base, "step": "prepare"}, "prepare", stream_stderr=True)
+    log(f"== data ready in {answer['seconds']} s")
+    return answer["holdout"]
+
+
+def arm_settings(arm: str, base: dict[str, Any]) -> dict[str, Any]:
+    """What an arm's figures depend on; a kept run with other settings is set aside."""
+    settings = {k: base[k] for k in ("image_size", "budget", "floor_epochs", "overrides")}
+    settings["sizes"] = {k: base["sizes"][k] for k in ("holdout", "pool")}
+    if arm in ("automl", "kerastuner"):
+        settings["space_sha"] = hashlib.sha256(Path(base["space"]).read_bytes()).hexdigest()[:16]
+    return settings
+
+
+def ablation_settings(base: dict[str, Any]) -> dict[str, Any]:
+    """What an ablation run's figures depend on besides its own factor, epochs and seed."""
+    sizes = {k: base["sizes"][k] for k in ("holdout", "ablation_pool")}
+    return {"image_size": base["image_size"], "sizes": sizes}
+
+
+def run_arms(base: dict[str, Any], wanted: list[str], seeds: list[int], rescore: bool) -> None:
+    """Each (seed, arm), in an order rotated per seed, through ``run_arm``."""
+    holdout = prepare(base)
+    store = Store(Path(base["work"]) / "arms.json")
+    for index, seed in enumerate(seeds):
+        shift = index % len(wanted)
+        for arm in wanted[shift:] + wanted[:shift]:
+            run_arm(base, arm, seed, store, holdout, rescore)
+
+
+def run_arm(
+    base: dict[str, Any],
+    arm: str,
+    seed: int,
+    store: Store,
+    holdout: dict[str, Any],
+    rescore: bool,
 ) -> None:
-    """Score every run kept, judge the targets, draw the curves; write the results files."""
-    rows, targets, spread_rows = summarise(runs)
-    curves = next((r["curves"] for k, r in runs.items() if k.startswith("curves:")), None)
+    """Tune (unless rescoring a kept run), score, and for KerasTuner retrain; keep the run."""
+    key, settings = f"{arm}:{seed}", arm_settings(arm, base)
+    kept = store.load()["runs"].get(key)
+    common = {**base, "arm": arm, "seed": seed}
+    if rescore and kept is not None and kept["settings"] == settings:
+        tuned = kept["tune"]
+    else:
+        log(f"== {arm} seed {seed}: tuning {base['budget']:.0f} s, {time.strftime('%X')}")
+        tuned = child({**common, "step": "tune"}, f"{arm} seed {seed} tune", None)
+    log(f"== {arm} seed {seed}: {tuned['stopped']} after {tuned['seconds']} s; scoring")
+    scored = child({**common, "step": "score", "tuned": tuned}, f"{arm} score", holdout)
+    record = {"settings": settings, "tune": tuned, "score": scored}
+    if arm == "kerastuner" and scored.get("best_params"):
+        log(f"== kerastuner seed {seed}: its best retrained on the whole pool (secondary)")
+        spec = {**common, "step": "retrain", "params": scored["best_params"]}
+        record["retrain"] = child(spec, "kerastuner retrain", holdout)
+    store.put(key, record, holdout)
+
+
+def run_ablation(base: dict[str, Any], seeds: list[int]) -> None:
+    """Every (epochs, seed, factor) run not kept with the same settings, shortest first."""
+    holdout = prepare(base)
+    store = Store(Path(base["work"]) / "ablation.json")
+    settings = ablation_settings(base)
+    for epochs in base["ablation_epochs"]:
+        for seed in seeds:
+            for factor in ablation.FACTORS:
+                key = f"{factor}:{epochs}:{seed}"
+                kept = store.load()["runs"].get(key)
+                if kept is not None and kept["settings"] == settings:
+                    continue
+                log(f"== ablation {factor}, {epochs} epochs, seed {seed}: {time.strftime('%X')}")
+                spec = {
+                    **base,
+                    "step": "ablation",
+                    "factor": factor,
+                    "epochs": epochs,
+                    "seed": seed,
+                }
+                answer = child(spec, f"ablation {key}", holdout)
+                log(f"   balanced accuracy {answer['balanced_accuracy']} in {answer['seconds']} s")
+                store.put(key, {"settings": settings, **answer}, holdout)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def save_arms(base: dict[str, Any], quick: bool, folder: Path) -> None:
+    """Score every kept arm run with the current settings; write the results files and plot."""
+    kept = Store(Path(base["work"]) / "arms.json").load()
+    runs = {}
+    for key, record in kept["runs"].items():
+        arm, seed = key.split(":")
+        if record["settings"] == arm_settings(arm, base):
+            runs[arm, int(seed)] = record
+    if not runs:
+        log("no arm runs with these settings to report")
+        return
+    holdout = report.holdout_of(kept["holdout"])
+    summary = report.arms_summary(runs, holdout, base["budget"])
     picture = harness.output_path(folder, NAME, quick, ".png")
-    if curves:
-        plot_curves(curves, picture)
-    verdict_table = harness.markdown_table(targets, ["target", "measured", "verdict"])
-    print(f"\nVerdicts\n\n{verdict_table}")
-    spread_text = "\n\nAcross seeds (mean ± sd, range):\n\n" + harness.markdown_table(
-        spread_rows, ["arm", "seeds", *METRICS, "wall_seconds"]
-    )
-    columns = ["arm", "seed", *(c for m in METRICS for c in (m, f"{m}_ci"))]
+    report.plot(runs, base["budget"], picture, 1 / holdout.n_classes)
     harness.save_results(
         NAME,
-        title="Model quality on the chula_rbc12 hold-out: tuned ensembles vs floor and KerasTuner",
-        description=(
-            f"chula_rbc12 at {size['image_size']} px: a fixed stratified "
-            f"{size['group_fraction']:.0%} of the 553 field groups, automl's grouped hold-out "
-            f"(20%) and {size['n_folds']} grouped folds, the same for every arm of a seed. "
-            f"{size['epochs']} epochs per fold; the tuners (arms 2, 3, 5) start no trial after "
-            f"{budget} epochs summed over folds and trials. Intervals: 95% bootstrap over "
-            f"hold-out images ({RESAMPLES} resamples); differences paired (the same resamples "
-            "for both arms). wall_seconds: tuning + ensemble (KerasTuner: + retraining).\n\n"
-            + verdict_table
-            + (spread_text if spread_rows else "")
-            + (f"\n\nFold-0 learning curves: `{picture.name}`." if curves else "")
-        ),
-        rows=rows,
-        columns=[*columns, "wall_seconds", "epochs", "trials", "pruned", "best_cv"],
+        title="Model quality on the chula_rbc12 hold-out: automl vs floor, its seeds, KerasTuner",
+        description=_describe(base, runs)
+        + _tables_text(summary["tables"])
+        + f"\n\nPicture: `{picture.name}`.",
+        rows=summary["rows"],
+        columns=report.ARM_COLUMNS,
         extra={
-            "settings": {"size": size, "budget": budget},
-            "verdicts": targets,
-            "spread": spread_rows,
-            "runs": runs,
+            "settings": {k: v for k, v in base.items() if k != "files"},
+            **summary["extra"],
+            "runs": {f"{a}:{s}": _brief(r) for (a, s), r in runs.items()},
         },
         quick=quick,
         folder=folder,
     )
+
+
+def save_ablation(base: dict[str, Any], quick: bool, folder: Path) -> None:
+    """Score every kept ablation run; write ``model_quality_ablation.{json,md}``."""
+    kept = Store(Path(base["work"]) / "ablation.json").load()
+    settings = ablation_settings(base)
+    runs = {}
+    for key, record in kept["runs"].items():
+        factor, epochs, seed = key.split(":")
+        if record["settings"] == settings and int(epochs) in base["ablation_epochs"]:
+            runs[factor, int(epochs), int(seed)] = record
+    if not runs:
+        log("no ablation runs with these settings to report")
+        return
+    holdout = report.holdout_of(kept["holdout"])
+    rows = report.ablation_rows(runs, holdout)
+    decided = report.ablation_decisions(runs, holdout)
+    harness.save_results(
+        ABLATION_NAME,
+        title="Ablation around the floor on the chula_rbc12 hold-out: one factor at a time",
+        description=_describe_ablation(base)
+        + _tables_text({"Decisions": (decided, report.ABLATION_DECISION_COLUMNS)}),
+        rows=rows,
+        columns=report.ABLATION_COLUMNS,
+        extra={"settings": {k: v for k, v in base.items() if k != "files"}, "decisions": decided},
+        quick=quick,
+        folder=folder,
+        module=NAME,
+    )
+
+
+def _describe(base: dict[str, Any], runs: dict) -> str:
+    sizes = base["sizes"]
+    seeds = sorted({s for _, s in runs})
+    return (
+        f"chula_rbc12 at {base['image_size']} px. Fixed grouped hold-out: "
+        f"{sizes['holdout']['crops']} crops in {sizes['holdout']['groups']} field groups "
+        f"(`data.test`); tuning pool {sizes['pool']['crops']} crops in "
+        f"{sizes['pool']['groups']} groups, 3 grouped folds from the study seed. Seeds "
+        f"{seeds}; every arm {base['budget'] / 60:.1f} minutes of wall clock, ended at the "
+        f"deadline (the floor runs its one trial of {base['floor_epochs']} epochs per fold to "
+        f"the end). automl: `{Path(base['space']).name}` as shipped. Intervals: field-group "
+        "bootstrap of the hold-out; decisions by the rule in the script's docstring."
+    )
+
+
+def _describe_ablation(base: dict[str, Any]) -> str:
+    pool, holdout = base["sizes"]["ablation_pool"], base["sizes"]["holdout"]
+    return (
+        "Each factor changed alone in the hand-written CNN (`--part ablation` of "
+        "`benchmarks/model_quality.py`), trained once on the ablation pool "
+        f"({pool['crops']} crops in {pool['groups']} field groups) at {base['image_size']} px, "
+        f"scored on the fixed hold-out ({holdout['crops']} crops, {holdout['groups']} groups); "
+        "paired with the floor at the same seed and epochs. Rule and intervals: the script's "
+        "docstring (field-group bootstrap, two-level over seeds, margin 0.02)."
+    )
+
+
+def _tables_text(tables: dict[str, tuple[list[dict], list[str]]]) -> str:
+    parts = []
+    for title, (rows, columns) in tables.items():
+        if rows:
+            parts.append(f"\n\n{title}:\n\n" + harness.markdown_table(rows, columns))
+    return "".join(parts)
+
+
+def _brief(record: dict[str, Any]) -> dict[str, Any]:
+    """A kept run without its label lists (those stay in the work folder)."""
+    points = [
+        {k: v for k, v in p.items() if k not in ("ensemble", "best")}
+        for p in record["score"]["points"]
+    ]
+    tune = {k: v for k, v in record["tune"].items() if k != "events"}
+    out = {"tune": tune, "events": record["score"]["events"], "points": points}
+    if "shipped" in record["score"]:
+        out["shipped"] = record["score"]["shipped"]
+    if "retrain" in record:
+        out["retrain"] = {k: v for k, v in record["retrain"].items() if k != "predicted"}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def print_plan(base: dict[str, Any], wanted: list[str], seeds: list[int], part: str) -> None:
+    """What the run will do and about how long it takes here (costs measured on 2 cores with
+    the CPUs shared: an idle machine is faster)."""
+    sizes = base["sizes"]
+    log(
+        f"data: hold-out {sizes['holdout']['crops']} crops / {sizes['holdout']['groups']} "
+        f"groups; pool {sizes['pool']['crops']} / {sizes['pool']['groups']}; ablation pool "
+        f"{sizes['ablation_pool']['crops']} / {sizes['ablation_pool']['groups']}; "
+        f"{base['image_size']} px"
+    )
+    total = 0.0
+    if part in ("arms", "all"):
+        total += _plan_arms(base, wanted, seeds)
+    if part in ("ablation", "all"):
+        crops = sizes["ablation_pool"]["crops"]
+        plan = ablation.plan(crops, base["ablation_epochs"], seeds, base["image_size"])
+        total += plan["seconds"] / 60
+        log(
+            f"plan, ablation: {plan['runs']} runs ({len(ablation.FACTORS)} factors x epochs "
+            f"{base['ablation_epochs']} x seeds {seeds}) on {crops} crops, "
+            f"~{plan['seconds'] / 60:.0f} min"
+        )
+    log(f"plan, in all: ~{total:.0f} min (ablation runs kept with these settings are skipped)")
+
+
+def _plan_arms(base: dict[str, Any], wanted: list[str], seeds: list[int]) -> float:
+    """Log the arms' plan and what the budget buys; return its minutes."""
+    minutes = base["budget"] / 60
+    searching = len(wanted) * len(seeds) * minutes
+    scoring = len(wanted) * len(seeds) * SCORE_SECONDS / 60
+    retrain = ("kerastuner" in wanted) * len(seeds) * minutes
+    log(
+        f"plan, arms: {', '.join(wanted)} x seeds {seeds} x {minutes:.1f} min = "
+        f"{searching:.0f} min searching, ~{scoring:.0f} min scoring, up to {retrain:.0f} min "
+        "retraining KerasTuner's best (secondary)"
+    )
+    pool, size = base["sizes"]["pool"]["crops"], base["image_size"]
+    # A trial trains every fold on 2/3 of the pool and predicts the other third every epoch.
+    crop_epochs = arms.N_FOLDS * pool * (2 / 3 + 1 / 12)
+    floor = ablation.train_seconds(crop_epochs * base["floor_epochs"], "cnn", size) / 60
+    log(f"  the floor's one trial: ~{floor:.0f} min here")
+    if floor > minutes:
+        log("  WARNING: longer than the budget: floor_seeds may complete no trial at all")
+    resnet = ablation.train_seconds(crop_epochs * 18, "resnet", size) / 60
+    log(
+        f"  an 18-epoch custom_resnet (width 16) trial of 3 folds: ~{resnet:.0f} min; a trial "
+        "still running at the deadline counts for nothing"
+    )
+    return searching + scoring + retrain
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = harness.argument_parser(
+        NAME, __doc__, quick="tiny pool and hold-out, 2-3 epochs, 1-minute budget, seed 0",
+        seeds="default 0 1 (quick: 0)", child=True,
+    )  # fmt: skip
+    add = parser.add_argument
+    add("--part", choices=("arms", "ablation", "all"), default="all")
+    add("--arms", nargs="+", choices=arms.ARMS, default=list(arms.ARMS))
+    add("--budget-minutes", type=float, default=None, help="per arm (default 5)")
+    add("--image-size", type=int, default=None, help="default 32")
+    add("--pool-fraction", type=float, default=None, help="default 0.35")
+    add("--ablation-fraction", type=float, default=None, help="of the pool; default 0.25")
+    add("--space", type=Path, default=SPACE, help="automl's YAML (default cells_small)")
+    add("--rescore", action="store_true", help="arms: score the kept studies again")
+    add("--work", type=Path, default=None, help="default benchmarks/work/<name>")
+    return parser.parse_args()
+
+
+def settings_of(args: argparse.Namespace) -> tuple[dict[str, Any], list[int]]:
+    """The settings every child gets (the data files written first), and the seeds."""
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("budget_minutes", "image_size", "pool_fraction", "ablation_fraction"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    work = (args.work or harness.WORK / f"{NAME}{'-quick' if args.quick else ''}").resolve()
+    files = data.write_data(work, sizes["pool_fraction"], sizes["ablation_fraction"], args.quick)
+    base = {
+        "work": str(work),
+        "files": {k: str(v) for k, v in files.__dict__.items()},
+        "sizes": data.describe(files),
+        "image_size": sizes["image_size"],
+        "budget": sizes["budget_minutes"] * 60,
+        "floor_epochs": sizes["floor_epochs"],
+        "ablation_epochs": list(sizes["ablation_epochs"]),
+        "space": str(args.space.resolve()),
+        "overrides": sizes["overrides"],
+    }
+    return base, args.seeds or sizes["seeds"]
+
+
+def main() -> None:
+    args = parse_arguments()
+    if args.run_one:
+        run_one(json.loads(args.run_one))
+        return
+    searched = {"automl", "kerastuner"} & set(args.arms)
+    if args.part != "ablation" and searched and not args.space.is_file():
+        raise SystemExit(
+            f"--space {args.space}: no such file (the arms {sorted(searched)} need it)"
+        )
+    base, seeds = settings_of(args)
+    print_plan(base, args.arms, seeds, args.part)
+    if args.part in ("ablation", "all"):
+        run_ablation(base, seeds)
+        save_ablation(base, args.quick, args.results)
+    if args.part in ("arms", "all"):
+        run_arms(base, args.arms, seeds, args.rescore)
+        save_arms(base, args.quick, args.results)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ what TPE has seen, so the comparison is of the whole procedure, as a user would 
 
     python -m benchmarks.pruning [--quick] [--n-trials 14] [--work DIR]
 
-``--work DIR`` keeps the studies (``DIR/studies``) for ``benchmarks.ensemble_gain
---reuse-study``.
+``--work DIR`` keeps the studies (``DIR/studies``) to look at afterwards.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +149,19 @@ def keras_tuner_folds(
     checkpoints: Path,
     trial_id: str,
     save: bool,
+    metric: str = "accuracy",
+    on_epoch: Callable[[int, float], bool] | None = None,
 ) -> tuple[list[float], int]:
-    """A KerasTuner trial over the k folds: each fold's validation accuracy, epochs trained.
+    """A KerasTuner trial over the k folds: each fold's validation ``metric``, epochs trained.
 
     A trial that trains the whole recipe from new weights is automl's own fold fit
     (``fit_fold``). Hyperband's other trials train part of it: a first rung stops after
     ``tuner/epochs`` of the ``params["epochs"]`` the schedule spans, and a promoted trial goes
     on from the model its earlier rung saved (``<checkpoints>/<trial id>_fold<k>.keras``,
     written when ``save``); ``partial_fold`` trains those. A fold whose loss diverged scores
-    0, as a model that learned nothing.
+    0, as a model that learned nothing. ``on_epoch(epoch, score)`` hears every scored epoch
+    (``fit_fold``'s hook; return False to go on), e.g. to count the epochs of a trial that a
+    time budget cuts short.
     """
     from automl.nn.fit import fit_fold
 
@@ -172,7 +177,7 @@ def keras_tuner_folds(
             fit = fit_fold(
                 params, tuning.images, tuning.labels, train_idx, val_idx,
                 n_classes=splits.n_classes, image_size=image_size, seed=seeds[fold],
-                metric="accuracy", save_to=path,
+                metric=metric, save_to=path, on_epoch=on_epoch,
             )  # fmt: skip
             scores.append(0.0 if fit.nan_loss else fit.score)
             trained += fit.epochs_run + int(fit.nan_loss)  # the epoch that diverged trained too
@@ -183,6 +188,7 @@ def keras_tuner_folds(
                 params, tuning.images, tuning.labels, train_idx, val_idx,
                 n_classes=splits.n_classes, image_size=image_size, seed=seeds[fold],
                 epochs=epochs, initial_epoch=initial, weights=previous, save_to=path,
+                metric=metric, on_epoch=on_epoch,
             )
         )  # fmt: skip
         trained += epochs - initial
@@ -203,6 +209,8 @@ def partial_fold(
     initial_epoch: int = 0,
     weights: Path | None = None,
     save_to: Path | None = None,
+    metric: str = "accuracy",
+    on_epoch: Callable[[int, float], bool] | None = None,
 ) -> float:
     """Train epochs ``initial_epoch`` to ``epochs`` of a fold's ``params["epochs"]``-epoch recipe.
 
@@ -210,8 +218,8 @@ def partial_fold(
     schedule, the validation rows scored after every epoch), for the parts of it Hyperband
     trains and ``fit_fold`` cannot: stopping before the schedule's end with the model saved,
     and going on from ``weights`` with the schedule at ``initial_epoch``. Class weights are
-    left out (the benchmark spaces draw none). Returns the last epoch's validation accuracy
-    (0 if the loss diverged).
+    left out (the benchmark spaces draw none). Returns the last epoch's validation ``metric``
+    (0 if the loss diverged); ``on_epoch`` hears each epoch's score, as ``fit_fold``'s hook.
     """
     import keras
 
@@ -244,10 +252,12 @@ def partial_fold(
             probabilities = self.model.predict(val, verbose=0)
             finite = bool(np.isfinite(probabilities).all())
             scores.append(
-                compute_metric("accuracy", labels[val_idx], probabilities) if finite else 0.0
+                compute_metric(metric, labels[val_idx], probabilities) if finite else 0.0
             )
             (logs if logs is not None else {})[VAL_METRIC_LOG] = scores[-1]  # for plateau
             self.model.stop_training = not finite
+            if finite and on_epoch is not None:
+                on_epoch(epoch, scores[-1])
 
     steps = math.ceil(len(train_idx) / batch_size)
     schedule = training_callbacks(params, steps_per_epoch=steps, epochs=int(params["epochs"]))
