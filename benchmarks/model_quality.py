@@ -279,7 +279,7 @@ def run_arm(
     log(f"== {arm} seed {seed}: {tuned['stopped']} after {tuned['seconds']} s; scoring")
     scored = child({**common, "step": "score", "tuned": tuned}, f"{arm} score", holdout)
     record = {"settings": settings, "tune": tuned, "score": scored}
-    if arm == "kerastuner" and scored.get("best_params"):
+    if arm == "kerastuner" and scored.get("best_params") and base["retrain"]:
         log(f"== kerastuner seed {seed}: its best retrained on the whole pool (secondary)")
         spec = {**common, "step": "retrain", "params": scored["best_params"]}
         record["retrain"] = child(spec, "kerastuner retrain", holdout)
@@ -463,7 +463,7 @@ def _plan_arms(base: dict[str, Any], wanted: list[str], seeds: list[int]) -> flo
     minutes = base["budget"] / 60
     searching = len(wanted) * len(seeds) * minutes
     scoring = len(wanted) * len(seeds) * SCORE_SECONDS / 60
-    retrain = ("kerastuner" in wanted) * len(seeds) * minutes
+    retrain = ("kerastuner" in wanted and base["retrain"]) * len(seeds) * minutes
     log(
         f"plan, arms: {', '.join(wanted)} x seeds {seeds} x {minutes:.1f} min = "
         f"{searching:.0f} min searching, ~{scoring:.0f} min scoring, up to {retrain:.0f} min "
@@ -498,6 +498,12 @@ def parse_arguments() -> argparse.Namespace:
     add("--ablation-fraction", type=float, default=None, help="of the pool; default 0.25")
     add("--space", type=Path, default=SPACE, help="automl's YAML (default cells_small)")
     add("--rescore", action="store_true", help="arms: score the kept studies again")
+    add(
+        "--no-retrain",
+        dest="retrain",
+        action="store_false",
+        help="arms: skip the secondary row (KerasTuner's best retrained on the whole pool)",
+    )
     add("--work", type=Path, default=None, help="default benchmarks/work/<name>")
     return parser.parse_args()
 
@@ -520,6 +526,7 @@ def settings_of(args: argparse.Namespace) -> tuple[dict[str, Any], list[int]]:
         "ablation_epochs": list(sizes["ablation_epochs"]),
         "space": str(args.space.resolve()),
         "overrides": sizes["overrides"],
+        "retrain": args.retrain,
     }
     return base, args.seeds or sizes["seeds"]
 

@@ -339,6 +339,8 @@ def show(
             note = f" [pruned at step {r.pruned_at_step}]"
         elif r.state == "fail":
             note = f" [{r.fail_reason}]"
+        if r.collapsed:
+            note += f" [collapsed: {r.collapsed}; not ensembled]"
         if config.study.latency_objective and r.latency_ms is not None:
             note += f" [{r.latency_ms:.1f} ms/image" + (", Pareto front]" if r.pareto else "]")
         typer.echo(

@@ -12,8 +12,6 @@ from typing import Any
 # cosine_restarts: cycles of length P, 2P, 4P fill the epochs after warm-up.
 RESTART_CYCLES = 3
 RESTART_T_MUL = 2.0
-# Schedules under which early stopping waits for the decay (README: early stopping).
-DECAYING_SCHEDULES = ("cosine", "cosine_restarts")
 
 
 def patience_start_epoch(params: dict[str, Any], epochs: int) -> int:

@@ -56,6 +56,8 @@ PRUNERS: dict[str, str] = {
     "threshold": "ThresholdPruner",
     "none": "NopPruner",
 }
+# Pruners whose rungs are budgets in epochs of fold 0 (search/pruning.py).
+RUNG_PRUNERS = ("hyperband", "successive_halving")
 VOTES = ("majority", "soft")
 SECTIONS = ("study", "data", "training", "space", "ensemble")
 # Keys the sampler/pruner constructors take that automl sets itself.
@@ -753,7 +755,7 @@ def _check_enqueue(source: str, enqueue: tuple[dict[str, Any], ...], space: Sear
 
 def _check_rungs(source: str, pruner: AlgorithmConfig, max_epochs: int) -> None:
     """Hyperband and successive halving decide inside fold 0: a rung must fit in its epochs."""
-    if pruner.name not in ("hyperband", "successive_halving"):
+    if pruner.name not in RUNG_PRUNERS:
         return
     low = pruner.options.get("min_resource", 1)
     if low == "auto":  # successive halving's default: read from the first finished trial

@@ -51,6 +51,7 @@ from automl.files import atomic_write
 from automl.nn.previews import augmentation_figure, preview_indices
 from automl.plots import write_confusion_matrix
 from automl.search.attrs import (
+    COLLAPSED,
     CV_STD,
     EPOCHS_PER_FOLD,
     FAIL_REASON,
@@ -260,6 +261,10 @@ def trial_note(
         lines.append(
             f"**{metric} {statistics.fmean(folds):.4f} ± {std:.4f}** (mean ± std over folds)"
         )
+        if attrs.get(COLLAPSED):
+            lines.append(
+                f"**Collapsed:** out-of-fold it {attrs[COLLAPSED]}; it never enters an ensemble."
+            )
     elif state == "pruned":
         lines.append(_pruned_reason(trial, metric, stride, pruner, peers))
     elif state == "fail":

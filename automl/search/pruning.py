@@ -20,8 +20,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-#: Pruners whose rungs are budgets in epochs of fold 0.
-RUNG_PRUNERS = ("hyperband", "successive_halving")
+from automl.config.schema import RUNG_PRUNERS
+
+__all__ = ["RUNG_PRUNERS", "FirstFoldPruner", "rung_options"]
 
 
 class FirstFoldPruner(optuna.pruners.BasePruner):

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import optuna
+import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
@@ -63,6 +65,8 @@ def test_a_collapsed_trial_is_flagged_and_never_enters_the_ensemble(tmp_path: Pa
     assert collapsed.state == learning.state == TrialState.COMPLETE
     assert "predicts only" in collapsed.user_attrs[COLLAPSED]
     assert COLLAPSED not in learning.user_attrs  # no false alarm on a model that learned
+    note = optuna_dashboard.get_note(optuna.trial.Trial(study, collapsed._trial_id))
+    assert "**Collapsed:** out-of-fold it predicts only" in note
     # top_k 2 would take both trials; the collapsed one is neither a member nor the best trial.
     result = run_ensemble(config, study)
     assert [m.trial for m in result.members] == [learning.number]
