@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import optuna  # noqa: E402
 import typer  # noqa: E402
 
-from automl.config.schema import Config, load_config  # noqa: E402
+from automl.config.schema import RUNG_PRUNERS, Config, load_config  # noqa: E402
 from automl.console import filter_stderr  # noqa: E402
 from automl.errors import EXIT_INPUT_ERROR, AutoMLError, error_line  # noqa: E402
 
@@ -225,7 +225,7 @@ def validate(
 
 
 def _pruner_line(config: Config) -> str:
-    from automl.search.pruning import RUNG_PRUNERS, rung_options
+    from automl.search.pruning import rung_options
 
     pruner = config.study.pruner
     if pruner.name == "none":

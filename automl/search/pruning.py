@@ -20,10 +20,6 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-from automl.config.schema import RUNG_PRUNERS
-
-__all__ = ["RUNG_PRUNERS", "FirstFoldPruner", "rung_options"]
-
 
 class FirstFoldPruner(optuna.pruners.BasePruner):
     """Asks ``inner`` only at the steps of fold 0 (``step < stride``); never prunes later."""

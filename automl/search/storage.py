@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.config.portfolio import warm_start_trials
 from automl.config.schema import (
     PRUNERS,
+    RUNG_PRUNERS,
     SAMPLERS,
     Config,
     config_from_dict,
@@ -50,7 +51,7 @@ from automl.search.attrs import (
 )
 from automl.search.heartbeat import HeartbeatJournalStorage, RetryStaleTrial, journal_lock
 from automl.search.paths import CONFIG_FILE, StudyPaths, paths_for
-from automl.search.pruning import RUNG_PRUNERS, FirstFoldPruner, rung_options
+from automl.search.pruning import FirstFoldPruner, rung_options
 
 logger = logging.getLogger(__name__)
 
