@@ -428,11 +428,14 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
     grace = raw.get("grace_period")
     if grace is not None:
         grace = _int(source, "study.grace_period", grace, low=1)
-        if grace <= heartbeat:
+        if grace < 2 * heartbeat:
+            # A margin of one whole interval: a beat that comes late once must not be taken for
+            # a dead worker, or a live trial is failed and retried while it still trains.
             raise ConfigError(
-                f"{source}: study.grace_period={grace} must be longer than "
-                f"study.heartbeat_interval={heartbeat}, or every trial would look dead between "
-                f"two beats; use at least {2 * heartbeat}, or leave it out (2 x the interval)."
+                f"{source}: study.grace_period={grace} must be at least 2 x "
+                f"study.heartbeat_interval={heartbeat}: one late beat (a busy machine, a slow "
+                "storage) must not fail a trial that is still training; use grace_period >= "
+                f"{2 * heartbeat}, or leave it out (2 x the interval)."
             )
     max_retries = _int(source, "study.max_retries", raw.get("max_retries", 2), low=0)
     return StudyConfig(

@@ -1063,3 +1063,27 @@ def test_cmaes_without_its_package_is_refused_when_the_file_is_read(
     monkeypatch.setitem(sys.modules, "cmaes", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"'cmaes' package is not installed; pip install cmaes"):
         load_text(tmp_path, MINIMAL.replace("name: demo", "name: demo\n      sampler: cmaes"))
+
+
+# --- heartbeat margin ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("interval", "grace"), [(60, 61), (60, 119), (1, 1)])
+def test_a_grace_period_under_two_heartbeats_is_refused_saying_why(
+    tmp_path: Path, interval: int, grace: int
+) -> None:
+    # 60 vs 61 used to pass: one beat a second late and the sweep failed a live trial.
+    overrides = [f"study.heartbeat_interval={interval}", f"study.grace_period={grace}"]
+    with pytest.raises(
+        ConfigError,
+        match=rf"study\.grace_period={grace} must be at least 2 x "
+        rf"study\.heartbeat_interval={interval}: one late beat .* must not fail a trial that "
+        rf"is still training; use grace_period >= {2 * interval}",
+    ):
+        load_text(tmp_path, MINIMAL, overrides)
+
+
+def test_a_grace_period_of_two_heartbeats_or_more_is_kept(tmp_path: Path) -> None:
+    for grace in (120, 300):
+        overrides = ["study.heartbeat_interval=60", f"study.grace_period={grace}"]
+        assert load_text(tmp_path, MINIMAL, overrides).study.grace_period == grace

@@ -207,7 +207,7 @@ def test_a_worker_refusing_its_input_stops_the_supervisor_with_its_message(
 
 def test_heartbeat_settings_are_checked(tmp_path: Path, data_root: Path) -> None:
     space = study_file(tmp_path, data_root)
-    with pytest.raises(ConfigError, match="grace_period=1 must be longer than"):
+    with pytest.raises(ConfigError, match="grace_period=1 must be at least 2 x"):
         load_config(space, ["study.grace_period=1"])
     with pytest.raises(ConfigError, match="study.heartbeat_interval must be an integer"):
         load_config(space, ["study.heartbeat_interval=0.5"])
