@@ -32,7 +32,7 @@ import yaml
 
 from automl.config.portfolio import WARM_STARTS
 from automl.config.sources import BLOODMNIST_SIZES, MEDMNIST_SPLITS, SOURCE_FORMATS, DataSource
-from automl.config.space import SearchSpace, parse_space, yaml_number_hint
+from automl.config.space import SearchSpace, number_problem, parse_space, yaml_number_hint
 from automl.errors import ConfigError
 from automl.metrics import METRICS, metric_direction
 
@@ -363,6 +363,7 @@ def _parse_study(source: str, raw: dict[str, Any], default_name: str) -> StudyCo
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ConfigError(
             f"{source}: study.name must be a plain name usable as a folder, got {name!r}."
+            + _text_hint(name)
         )
     metric = _choice(source, "study.metric", raw.get("metric", "accuracy"), METRICS)
     direction = cast(
@@ -562,6 +563,8 @@ def _check_algorithm_option(source: str, key: str, value: Any, parameter: Any) -
         raise ConfigError(
             f"{source}: {key} must be {expected}, got {value!r}." + yaml_number_hint(value)
         )
+    if isinstance(value, float) and number_problem(value) is not None:  # .nan, .inf
+        raise ConfigError(f"{source}: {key} {number_problem(value)}")
     low = _COUNT_OPTIONS.get(option)
     if low is not None and isinstance(value, int) and value < low:
         raise ConfigError(f"{source}: {key} must be an integer >= {low}, got {value}.")
@@ -639,11 +642,13 @@ def _parse_source(source: str, key: str, raw: dict[str, Any]) -> DataSource:
         values["size"] = _choice(source, f"{key}.size", raw["size"], BLOODMNIST_SIZES)
     if raw.get("class_names") is not None:
         names = raw["class_names"]
-        if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+        if not isinstance(names, list):
             raise ConfigError(
                 f"{source}: {key}.class_names must be a list of names, got {names!r}."
             )
-        values["class_names"] = tuple(str(n) for n in names)
+        values["class_names"] = tuple(
+            _name(source, f"{key}.class_names[{i}]", n) for i, n in enumerate(names)
+        )
     values["on_unreadable"] = _choice(
         source, f"{key}.on_unreadable", raw.get("on_unreadable", "error"), ("error", "skip")
     )
@@ -723,7 +728,7 @@ def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:
     )
     positive = raw.get("positive_class")
     if positive is not None:
-        positive = str(positive)
+        positive = _name(source, "ensemble.positive_class", positive)
     target = raw.get("target_recall")
     if target is not None:
         target = _number(source, "ensemble.target_recall", target, low=0.0, exclusive=True)
@@ -849,8 +854,36 @@ def _bool(source: str, key: str, value: Any) -> bool:
 
 def _string(source: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{source}: {key} must be a non-empty string, got {value!r}.")
+        raise ConfigError(
+            f"{source}: {key} must be a non-empty string, got {value!r}." + _text_hint(value)
+        )
     return value
+
+
+def _name(source: str, key: str, value: Any) -> str:
+    """A class name as written: text, or a whole number (``positive_class: 1``), as text.
+
+    A boolean or a fractional number is refused: YAML 1.1 turned the text into a value whose
+    ``str`` is not what was written (``no`` -> ``False``, ``1.10`` -> ``1.1``).
+    """
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{source}: {key} must be a name, got {value!r}." + _text_hint(value))
+
+
+def _text_hint(value: Any) -> str:
+    """How to keep a word that YAML read as a boolean or a number, or ``""``."""
+    if isinstance(value, bool):
+        word = "yes/on/true" if value else "no/off/false"
+        return (
+            f" YAML reads an unquoted {word} as the boolean {value}; quote the name to keep "
+            f"the text, e.g. '{'yes' if value else 'no'}'."
+        )
+    if isinstance(value, (int, float)):
+        return f" YAML read it as a number; quote it to keep the text as written, e.g. '{value}'."
+    return ""
 
 
 def _int(
@@ -867,11 +900,9 @@ def _int(
 
 
 def _number(source: str, key: str, value: Any, *, low: float, exclusive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(
-            f"{source}: {key} must be a number, got {value!r} ({type(value).__name__})."
-            + yaml_number_hint(value)
-        )
+    problem = number_problem(value)  # NaN would pass every bound below
+    if problem is not None:
+        raise ConfigError(f"{source}: {key} {problem}")
     if value < low or (exclusive and value == low):
         raise ConfigError(
             f"{source}: {key} must be {'>' if exclusive else '>='} {low:g}, got {value}."

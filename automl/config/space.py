@@ -610,19 +610,38 @@ def yaml_number_hint(raw: Any) -> str:
             f"{match[1]}.0{match[2]}."
         )
     try:
-        float(raw)
+        number = float(raw)
     except ValueError:
         return ""
+    if not math.isfinite(number):  # --timeout nan arrives as the text NaN
+        return " It is not a finite number; write a finite one."
     return " It is quoted, so YAML reads it as text; remove the quotes."
 
 
-def _number(where: _Where, key: str, raw: Any, kind: str) -> float:
+def number_problem(raw: Any) -> str | None:
+    """Why ``raw`` is not a usable number, worded "must be ..., got ...", or None when it is.
+
+    The one number check of the configuration (``schema.py`` and this module): a boolean is
+    not a number, text gets :func:`yaml_number_hint`, and NaN or infinity (YAML's ``.nan``,
+    ``.inf``) is refused, because every comparison with NaN is false, so NaN would pass any
+    bound (``holdout_fraction: .nan`` would mean no hold-out, ``timeout: .nan`` no timeout).
+    """
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise where.error(key, f"must be a number, got {_show(raw)}.{yaml_number_hint(raw)}")
+        return f"must be a number, got {_show(raw)}.{yaml_number_hint(raw)}"
+    if not math.isfinite(raw):
+        return (
+            f"must be a finite number, got {raw!r}; YAML reads .nan and .inf as not-a-number "
+            "and infinity, which no setting means: write a finite number."
+        )
+    return None
+
+
+def _number(where: _Where, key: str, raw: Any, kind: str) -> float:
+    problem = number_problem(raw)
+    if problem is not None:
+        raise where.error(key, problem)
     if kind == "int" and not float(raw).is_integer():
         raise where.error(key, f"must be an integer, got {_show(raw)}.")
-    if isinstance(raw, float) and not math.isfinite(raw):
-        raise where.error(key, f"must be finite, got {_show(raw)}.")
     return int(raw) if kind == "int" else float(raw)
 
 

@@ -18,6 +18,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from automl.config.schema import (
     AlgorithmConfig,
     Config,
+    DataConfig,
+    EnsembleConfig,
+    StudyConfig,
+    TrainingConfig,
     apply_overrides,
     config_from_dict,
     grid_search_space,
@@ -363,6 +367,78 @@ def test_scientific_number_without_a_dot_outside_the_space(tmp_path: Path) -> No
         load_text(tmp_path, text)
 
 
+# Every float field of the section dataclasses, found from their annotations, so that a float
+# key added later is covered too; with a finite value that passes its other checks.
+_FINITE_VALUES = {"study.timeout": "60.0", "data.holdout_fraction": "0.2"}
+_FINITE_VALUES["ensemble.target_recall"] = "0.9"
+FLOAT_KEYS = sorted(
+    f"{section}.{f.name}"
+    for section, cls in (
+        ("study", StudyConfig),
+        ("data", DataConfig),
+        ("training", TrainingConfig),
+        ("ensemble", EnsembleConfig),
+    )
+    for f in dataclasses.fields(cls)
+    if "float" in str(f.type)
+)
+# Floats of the space and of Optuna's constructors go through the same check.
+SPACE_FLOATS = {
+    "space.learning_rate": "space: {{learning_rate: {value}}}",
+    "space.learning_rate.high": (
+        "space: {{learning_rate: {{type: float, low: 0.001, high: {value}}}}}"
+    ),
+    "space.label_smoothing.step": (
+        "space: {{label_smoothing: {{type: float, low: 0.0, high: 0.2, step: {value}}}}}"
+    ),
+    "space.epochs.choices[1]": "space: {{epochs: {{type: categorical, choices: [2, {value}]}}}}",
+    "study.pruner.upper": "study: {{pruner: {{name: threshold, upper: {value}}}}}",
+}
+
+
+def test_the_float_keys_are_the_ones_known_here() -> None:
+    # A new float key must get a finite value in _FINITE_VALUES, or the test below is empty.
+    assert FLOAT_KEYS == sorted(_FINITE_VALUES)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_numbers_are_refused_for_every_float_key(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    section, name = key.split(".")
+    text = minimal_with(f"{section}: {{{name}: {_FINITE_VALUES[key]}}}\n")
+    if section in ("study", "data"):  # merge into MINIMAL's own section
+        text = textwrap.dedent(MINIMAL).replace(f"{section}:\n", f"{section}:\n  {name}: X\n")
+        load_text(tmp_path, text.replace("X", _FINITE_VALUES[key]))  # finite: accepted
+        text = text.replace("X", value)
+    else:
+        load_text(tmp_path, text)
+        text = text.replace(_FINITE_VALUES[key], value)
+    with pytest.raises(
+        ConfigError, match=rf"{re.escape(key)} must be a finite number, got -?(nan|inf); YAML"
+    ):
+        load_text(tmp_path, text)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf"])
+@pytest.mark.parametrize("key", sorted(SPACE_FLOATS))
+def test_non_finite_numbers_are_refused_in_the_space_and_optuna_options(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    text = minimal_with(SPACE_FLOATS[key].format(value=value) + "\n")
+    if key.startswith("study."):
+        text = text.replace("study:\n  name: demo\n", "")
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)} must be a finite number"):
+        load_text(tmp_path, text)
+
+
+def test_nan_from_the_command_line_gets_no_hint_about_quotes(tmp_path: Path) -> None:
+    # --timeout nan reaches the file's keys as the override study.timeout=NaN (text).
+    with pytest.raises(ConfigError, match=r"got 'NaN' \(str\)\. It is not a finite number"):
+        load_text(tmp_path, MINIMAL, ["study.timeout=NaN"])
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -407,6 +483,49 @@ def test_yes_no_read_as_booleans_where_a_word_is_expected(
 ) -> None:
     with pytest.raises(ConfigError, match=match):
         load_text(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "data: {format: digits, class_names: [no, yes]}\n",
+            r"data\.class_names\[0\] must be a name, got False\. YAML reads an unquoted "
+            r"no/off/false as the boolean False; quote the name to keep the text, e\.g\. 'no'\.",
+        ),
+        (
+            "data: {format: digits, class_names: [a, 1.10]}\n",
+            r"data\.class_names\[1\] must be a name, got 1\.1\. YAML read it as a number; "
+            r"quote it",
+        ),
+        (
+            "data: {format: digits}\nensemble: {positive_class: yes}\n",
+            r"ensemble\.positive_class must be a name, got True\. YAML reads an unquoted "
+            r"yes/on/true as the boolean True; quote the name",
+        ),
+        (
+            "study: {name: no}\ndata: {format: digits}\n",
+            r"study\.name must be a plain name usable as a folder, got False\. YAML reads",
+        ),
+        (
+            "data: {format: csv, path: ., labels_csv: x.csv, id_column: on}\n",
+            r"data\.id_column must be a non-empty string, got True\. YAML reads",
+        ),
+    ],
+)
+def test_yaml_booleans_and_numbers_never_become_names(
+    tmp_path: Path, text: str, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_text(tmp_path, text)
+
+
+def test_quoted_names_keep_their_text(tmp_path: Path) -> None:
+    text = "data: {format: digits, class_names: ['no', 'yes', '1.10', 3]}\n"
+    text += "ensemble: {positive_class: 'no'}\n"
+    config = load_text(tmp_path, text)
+    assert config.data.source.class_names == ("no", "yes", "1.10", "3")
+    assert config.ensemble.positive_class == "no"
 
 
 @pytest.mark.parametrize(("word", "expected"), [("yes", "on"), ("off", "off"), ("auto", "auto")])

@@ -265,7 +265,11 @@ def test_unknown_key_is_named_with_the_valid_ones(text: str, match: str) -> None
             "batch_size: {type: categorical, choices: [16, '32']}\n",
             r"space\.batch_size\.choices\[1\] must be a number, got '32' \(str\)\.",
         ),
-        ("learning_rate: .nan\n", r"space\.learning_rate must be finite, got nan \(float\)\."),
+        (
+            "learning_rate: .nan\n",
+            r"space\.learning_rate must be a finite number, got nan; YAML reads \.nan",
+        ),
+        ("epochs: .inf\n", r"space\.epochs must be a finite number, got inf;"),
         (
             "augment: {flip: no}\n",
             r"space\.augment\.flip must be one of none, horizontal, vertical, "
@@ -520,7 +524,11 @@ def test_image_size_too_small_for_the_backbone(text: str, image_size: int, match
     ],
 )
 def test_image_size_large_enough(text: str, image_size: int) -> None:
-    space_of(text, image_size=image_size)
+    # The smallest size each space needs: accepted, and one pixel less refused.
+    space = space_of(text, image_size=image_size)
+    assert space == space_of(text)
+    with pytest.raises(SpaceError, match=rf"at least {image_size} px|>= {image_size}, got"):
+        space_of(text, image_size=image_size - 1)
 
 
 # --- weights ------------------------------------------------------------------------------------
