@@ -21,14 +21,25 @@ import numpy as np
 import pandas as pd
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, private: bool = False) -> None:
     """Write UTF-8 text to ``path`` atomically.
 
     Args:
         path: destination file; its folder is created if missing.
         text: the complete content.
+        private: readable and writable by its owner only (0o600), from the moment the file is
+            created, whatever the umask: for files that may hold anything sensitive.
     """
-    atomic_write(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+    def write(temporary: Path) -> None:
+        if not private:
+            temporary.write_text(text, encoding="utf-8")
+            return
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    atomic_write(Path(path), write)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

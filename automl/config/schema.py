@@ -216,11 +216,20 @@ class Config:
         }
 
     def save(self, path: Path) -> None:
-        """Write the resolved configuration as YAML (atomically)."""
+        """Write the resolved configuration as YAML (atomically, owner-only), no password in it.
+
+        The storage URL is written without its password: a process reads that at run time
+        from ``AUTOML_STORAGE`` or the driver's ``PGPASSWORD`` / ``~/.pgpass``
+        (``config/storage_url.py``).
+        """
+        from automl.config.storage_url import without_password
         from automl.files import atomic_write_text
 
+        resolved = self.to_dict()
+        resolved["study"]["storage"] = without_password(self.study.storage)
         header = "# Resolved configuration of this study (file values + command-line overrides).\n"
-        atomic_write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
+        text = header + yaml.safe_dump(resolved, sort_keys=False)
+        atomic_write_text(path, text, private=True)
 
 
 # --------------------------------------------------------------------------------------------

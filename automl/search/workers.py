@@ -11,8 +11,9 @@ of its GPU and host memory returns after every trial. A slot is refilled as soon
 exits: workers pull trials asynchronously, with no batch barrier and no GPU idle while another
 trial finishes. A slot of ``--gpus`` gets ``CUDA_VISIBLE_DEVICES=<id>``: its worker sees only
 that GPU (memory growth on, see ``session.record_device``); ``--gpus 0,0,1,1`` runs two per GPU.
-The storage URL is never put on a child's command line (``ps`` would show its password): the
-child reads it from the saved configuration.
+The storage URL is never put on a child's command line (``ps`` would show its password) nor in
+the saved configuration: the child gets it, password included, in ``AUTOML_STORAGE``
+(``storage_url.child_environment``).
 
 The supervisor stops starting children by the study's stop rule (``session.py``): when the study
 has ``n_trials`` complete or pruned trials (every worker's, every machine's), counting trials
@@ -54,6 +55,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.config.schema import Config, load_config
+from automl.config.storage_url import child_environment
 from automl.console import TF_NOISE
 from automl.data.splits import Splits
 from automl.errors import ConfigError, StudyError, input_error_of
@@ -292,7 +294,7 @@ class _Supervisor:
 
 
 def _spawn(config: Config, slot: Slot, seen: set[str]) -> _Child:
-    env = {**os.environ, SLOT_ENV: str(slot.index)}
+    env = {**child_environment(config.study.storage), SLOT_ENV: str(slot.index)}
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu
     command = [
