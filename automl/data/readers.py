@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import shutil
 import struct
 import sys
@@ -36,7 +37,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import joblib
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 ON_UNREADABLE = ("error", "skip")
 
-_CACHE_VERSION = 1  # bump when decoding changes, so old cache entries are not reused
+_CACHE_VERSION = 2  # bump when decoding changes, so old cache entries are not reused
 _SHOWN = 3  # how many offending files or values an error message names
 
 
@@ -74,6 +75,11 @@ class ImageSet:
         cache_entry: the cache folder these exact images were read from or written to, where
             results derived from them may be kept too (the audit's screening); ``None`` when
             not cached, and for any subset.
+        hidden_files: image files of the source left out because a part of their path starts
+            with ``.`` (``.DS_0001.jpg``, ``._cell.jpg``, ``.ipynb_checkpoints/``: system and
+            editor files), relative to the source's folder.
+        pixel_scaling: how pixels wider than 8 bits were brought to 0..255, one rule for the
+            whole set (:func:`pixel_scale`); ``None`` when every image was 8-bit.
     """
 
     images: np.ndarray
@@ -82,6 +88,8 @@ class ImageSet:
     ids: np.ndarray
     groups: np.ndarray | None = None
     cache_entry: Path | None = None
+    hidden_files: tuple[str, ...] = ()
+    pixel_scaling: str | None = None
 
     def __post_init__(self) -> None:
         lengths = {len(self.images), len(self.labels), len(self.ids)}
@@ -102,7 +110,22 @@ class ImageSet:
             class_names=self.class_names,
             ids=self.ids[indices],
             groups=None if self.groups is None else self.groups[indices],
+            hidden_files=self.hidden_files,
+            pixel_scaling=self.pixel_scaling,
         )
+
+    def reading_notes(self) -> list[str]:
+        """What reading left out or changed that the user should know, one phrase each."""
+        notes = []
+        if self.hidden_files:
+            n = len(self.hidden_files)
+            notes.append(
+                f"skipped {n} hidden file{'s' if n > 1 else ''} (a name starting with '.', "
+                f"e.g. {self.hidden_files[0]}: system or editor files, not data)"
+            )
+        if self.pixel_scaling:
+            notes.append(self.pixel_scaling)
+        return notes
 
 
 @dataclass(frozen=True)
@@ -158,19 +181,25 @@ def read_source(
         folder = Path(cache_dir).expanduser() / _cache_key(source, image_size, plan.fingerprint())
         cached = _load_cache(folder)
         if cached is not None:
-            logger.info("Read %d images from the cache %s", len(cached), folder)
+            logger.info("Read %d images from the cache %s%s", len(cached), folder, _notes(cached))
             return cached
         images = plan.read()
         if _write_cache(folder, images):
             images = replace(images, cache_entry=folder)
     logger.info(
-        "Read %d images of %d classes (%s) in %.1f s",
+        "Read %d images of %d classes (%s) in %.1f s%s",
         len(images),
         len(images.class_names),
         source.format,
         time.perf_counter() - started,
+        _notes(images),
     )
     return images
+
+
+def _notes(images: ImageSet) -> str:
+    notes = images.reading_notes()
+    return "; " + "; ".join(notes) if notes else ""
 
 
 def list_image_files(folder: Path) -> list[Path]:
@@ -178,15 +207,44 @@ def list_image_files(folder: Path) -> list[Path]:
 
     Image files are those whose extension (any case) is in :data:`IMAGE_EXTENSIONS`.
     """
+    return _walk_images(folder)[0]
+
+
+def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under ``folder`` (sorted), and the hidden ones left out (sorted)."""
     found: list[Path] = []
-    for parent, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        found.extend(
-            Path(parent, name)
-            for name in names
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    hidden: list[Path] = []
+    for parent, _, names in os.walk(folder):
+        # Hidden folders are walked too, only to count what is left out of them.
+        in_hidden = any(part.startswith(".") for part in Path(parent).relative_to(folder).parts)
+        for name in names:
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                (hidden if in_hidden or name.startswith(".") else found).append(Path(parent, name))
+    return sorted(found), sorted(hidden)
+
+
+def _check_utf8_names(paths: Sequence[Path], where: str) -> None:
+    """Refuse file names that are not UTF-8: they would fail every report written later."""
+    bad = [path for path in paths if not _is_utf8(str(path))]
+    if bad:
+        shown = ", ".join(
+            f"'{os.fsencode(path).decode('utf-8', 'backslashreplace')}'" for path in bad[:_SHOWN]
         )
-    return sorted(found)
+        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise DataError(
+            f"{where}.path: expected file and folder names in UTF-8, found {len(bad)} that are "
+            f"not: {shown}{more}; rename them (e.g. convmv -f latin1 -t utf8 -r --notest "
+            "FOLDER), since ids, predictions and reports are written as UTF-8."
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    # os.listdir turns undecodable bytes into lone surrogates, which UTF-8 cannot encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_images(
@@ -214,28 +272,52 @@ def read_images(
     Raises:
         DataError: a file cannot be read and ``on_unreadable`` is ``error``.
     """
-    return _read_images(paths, image_size, on_unreadable, progress, "data")
+    images, skipped, scaling = _read_images(paths, image_size, on_unreadable, progress, "data")
+    if scaling:
+        logger.info("Read %d images: %s", len(images), scaling)
+    return images, skipped
 
 
 def _read_images(
     paths: Sequence[Path], image_size: int, on_unreadable: str, progress: bool, where: str
-) -> tuple[np.ndarray, list[Path]]:
+) -> tuple[np.ndarray, list[Path], str | None]:
+    """Decode ``paths``; also return how wide pixels were scaled (:func:`pixel_scale`)."""
     _check_on_unreadable(on_unreadable, where)
     paths = list(paths)
     out = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    wide: dict[int, _WidePixels] = {}
 
     def decode(start: int, stop: int) -> dict[int, str]:
         errors = {}
         for index in range(start, stop):
             try:
                 out[index] = _decode_file(paths[index], image_size)
+            except _WidePixels as pixels:  # scaled below, once the whole set's range is known
+                wide[index] = pixels
             except UnreadableImage as error:  # a bug of ours is no "unreadable file"
                 errors[index] = str(error)
         return errors
 
     errors = _run_chunks(len(paths), decode, progress, "Reading images")
+    scaling = None
+    if wide:
+        order = sorted(wide)
+        scale = pixel_scale([(w.floating, w.high) for w in wide.values()])
+
+        def rescale(start: int, stop: int) -> dict[int, str]:
+            errors = {}
+            for index in order[start:stop]:
+                try:
+                    pixels = _as_uint8(np.asarray(open_decoded(paths[index])), scale.factor)
+                    out[index] = _resize(Image.fromarray(pixels), image_size)
+                except UnreadableImage as error:  # changed since the first pass
+                    errors[index] = str(error)
+            return errors
+
+        errors.update(_run_chunks(len(order), rescale, progress, "Scaling wide pixels"))
+        scaling = scale.describe(len(order), len(paths))
     if not errors:
-        return out, []
+        return out, [], scaling
     bad = sorted(errors)
     named = ", ".join(f"{paths[i]} ({errors[i]})" for i in bad[:_SHOWN])
     more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
@@ -252,7 +334,7 @@ def _read_images(
     )
     keep = np.ones(len(paths), dtype=bool)
     keep[bad] = False
-    return out[keep], [paths[i] for i in bad]
+    return out[keep], [paths[i] for i in bad], scaling
 
 
 def _check_on_unreadable(value: str, where: str) -> None:
@@ -316,8 +398,7 @@ def _to_gray_or_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("1", "LA", "La"):
         return image.convert("L")
     if image.mode in ("I", "F") or image.mode.startswith("I;"):
-        pixels = np.asarray(image)
-        return Image.fromarray(_as_uint8(pixels, _intensity_scale(pixels)))
+        raise _WidePixels(np.asarray(image))  # one scale for the whole set: _read_images
     if image.mode in ("P", "PA") and ("transparency" in image.info or image.mode == "PA"):
         image = image.convert("RGBA")  # avoids Pillow's warning and keeps the palette colours
     return image.convert("RGB")
@@ -333,22 +414,64 @@ def _resize(image: Image.Image, image_size: int) -> np.ndarray:
     return pixels if pixels.ndim == 3 else pixels[..., None]  # gray broadcasts to 3 channels
 
 
-def _intensity_scale(array: np.ndarray) -> float | None:
-    """Factor mapping the array's values onto 0..255, decided once for a whole array.
+class _WidePixels(Exception):
+    """An image with pixels wider than 8 bits, whose scale depends on the whole set."""
 
-    ``None`` for ``uint8``; ``255`` for booleans and floats within 0..1; ``255/65535`` for 16-bit
-    integers (and wider integers above 255); otherwise 1 (values are clipped to 0..255).
+    def __init__(self, pixels: np.ndarray) -> None:
+        super().__init__("pixels wider than 8 bits")
+        self.floating = bool(np.issubdtype(pixels.dtype, np.floating))
+        finite = pixels[np.isfinite(pixels)] if self.floating else pixels
+        self.high = float(finite.max()) if finite.size else 0.0
+
+
+@dataclass(frozen=True)
+class PixelScale:
+    """One factor that maps a whole set's wide pixels onto 0..255, and why that factor.
+
+    Attributes:
+        factor: multiply, round and clip to 0..255.
+        rule: how the factor was chosen, for the data line and the audit.
     """
-    if array.dtype == np.uint8:
-        return None
-    if array.dtype == np.bool_:
-        return 255.0
-    high = float(np.nanmax(array)) if array.size else 0.0
-    if np.issubdtype(array.dtype, np.floating):
-        return 255.0 if high <= 1.0 else 1.0
-    if array.dtype.itemsize == 2 or (array.dtype.itemsize > 2 and high > 255):
-        return 255.0 / 65535.0
-    return 1.0
+
+    factor: float
+    rule: str
+
+    def describe(self, n_wide: int, n_images: int) -> str:
+        """One phrase: how many images had wide pixels and what was done to all of them."""
+        return f"{n_wide} of {n_images} images have pixels wider than 8 bits: {self.rule}"
+
+
+def pixel_scale(ranges: Sequence[tuple[bool, float]]) -> PixelScale:
+    """The scale of a set's wide pixels from each image's (floating?, largest value).
+
+    Per data set, never per image, so that the brightness of one image still compares with
+    another's. Integers are read at the smallest bit depth that holds the set's largest value
+    (12-bit data stored in 16-bit files: 4095 -> 255, not 4095/65535 -> 16, nearly black); at
+    most 255 they are already 8-bit values. Floats within 0..1 are scaled by 255, others by
+    255 over the set's largest value.
+    """
+    high = max((value for _, value in ranges), default=0.0)
+    if any(floating for floating, _ in ranges):
+        if high <= 1.0:
+            return PixelScale(255.0, "floats in 0..1, scaled by 255")
+        return PixelScale(
+            255.0 / high, f"floats up to {high:g} (the set's largest), scaled by 255/{high:g}"
+        )
+    if high <= 255:
+        return PixelScale(1.0, f"integers up to {high:g}, kept as 8-bit values")
+    bits = int(math.ceil(math.log2(high + 1)))
+    top = 2**bits - 1
+    return PixelScale(
+        255.0 / top,
+        f"integers up to {high:g} (the set's largest), read as {bits}-bit: scaled by 255/{top}",
+    )
+
+
+def _array_range(array: np.ndarray) -> tuple[bool, float]:
+    """(floating?, largest finite value) of an array of pixels, for :func:`pixel_scale`."""
+    floating = bool(np.issubdtype(array.dtype, np.floating))
+    finite = array[np.isfinite(array)] if floating else array
+    return floating, float(finite.max()) if finite.size else 0.0
 
 
 def _as_uint8(array: np.ndarray, scale: float | None) -> np.ndarray:
@@ -389,27 +512,79 @@ def _counted(
 # --- folder and CSV sources -------------------------------------------------------------------
 
 
-def _plan_folder(source: DataSource, image_size: int, progress: bool, where: str) -> _Plan:
-    root = _existing_folder(source.path, where, "a folder with one subfolder per class")
-    class_folders = sorted(
-        entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+@dataclass(frozen=True, eq=False)
+class SourceFiles:
+    """The image files of a ``folder`` or ``csv`` source, listed as ``tune`` reads them.
+
+    Attributes:
+        root: the source's folder.
+        paths: one file per image.
+        ids: the id of each image: its path relative to ``root`` without the extension
+            (folders), or the CSV's id in normal form (``./a/../b`` -> ``b``).
+        labels: index into ``class_names`` per image; ``-1`` when the CSV row has no label.
+        class_names: the class folders, or the CSV's labels sorted.
+        groups: the CSV's group per image, or ``None``.
+        hidden_files: hidden image files left out, relative to ``root``.
+        csv_path: the labels CSV of a ``csv`` source, else ``None``.
+    """
+
+    root: Path
+    paths: list[Path]
+    ids: list[str]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    groups: list[str] | None = None
+    hidden_files: tuple[str, ...] = ()
+    csv_path: Path | None = None
+
+
+def list_source_files(source: DataSource, where: str = "data") -> SourceFiles:
+    """List (and check, without decoding) the image files of a ``folder`` or ``csv`` source.
+
+    Raises:
+        DataError: the folder or CSV is missing or malformed, a file name is not UTF-8, a CSV
+            id leaves the folder, or two ids name one file.
+    """
+    if source.format == "folder":
+        return _folder_files(source, where)
+    if source.format == "csv":
+        return _csv_files(source, where)
+    raise DataError(
+        f"{where}.format: expected folder or csv for a listing of files, found "
+        f"{source.format!r}; array sources hold no files."
     )
+
+
+def _plan_folder(source: DataSource, image_size: int, progress: bool, where: str) -> _Plan:
+    return _files_plan(source, _folder_files(source, where), image_size, progress, where)
+
+
+def _folder_files(source: DataSource, where: str) -> SourceFiles:
+    root = _existing_folder(source.path, where, "a folder with one subfolder per class")
+    entries = sorted(root.iterdir())
+    class_folders = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
     if not class_folders:
         raise DataError(
             f"{where}.path: expected a folder with one subfolder per class, found no subfolders "
             f"in {root}; point {where}.path at the folder that holds the class folders."
         )
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    loose = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if loose:
         logger.warning(
             "Ignoring %d image files directly in %s: only images inside class folders are read.",
             len(loose),
             root,
         )
+    hidden: list[Path] = []
+    for entry in entries:  # hidden class folders (.ipynb_checkpoints) hold no class
+        if entry.is_dir() and entry.name.startswith("."):
+            found, also_hidden = _walk_images(entry)
+            hidden.extend(found + also_hidden)
     paths: list[Path] = []
     labels: list[int] = []
     for label, folder in enumerate(class_folders):
-        files = list_image_files(folder)
+        files, hidden_here = _walk_images(folder)
+        hidden.extend(hidden_here)
         if not files:
             raise DataError(
                 f"{where}.path: expected images ({', '.join(IMAGE_EXTENSIONS)}) in every class "
@@ -417,17 +592,30 @@ def _plan_folder(source: DataSource, image_size: int, progress: bool, where: str
             )
         paths.extend(files)
         labels.extend([label] * len(files))
+    _check_utf8_names(paths, where)
     ids = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
     _check_unique_ids(
         ids, f"{where}.path", "rename one of the files that differ only in extension"
     )
-    class_names = tuple(folder.name for folder in class_folders)
-    return _files_plan(
-        source, root, paths, np.array(labels), class_names, ids, None, image_size, progress, where
+    return SourceFiles(
+        root=root,
+        paths=paths,
+        ids=ids,
+        labels=np.array(labels, dtype=np.int64),
+        class_names=tuple(folder.name for folder in class_folders),
+        hidden_files=tuple(path.relative_to(root).as_posix() for path in sorted(hidden)),
     )
 
 
 def _plan_csv(source: DataSource, image_size: int, progress: bool, where: str) -> _Plan:
+    files = _csv_files(source, where)
+    csv_path = files.csv_path
+    assert csv_path is not None  # set for every csv source
+    plan = _files_plan(source, files, image_size, progress, where)
+    return _Plan(lambda: [_file_stamp(csv_path), plan.fingerprint()], plan.read)
+
+
+def _csv_files(source: DataSource, where: str) -> SourceFiles:
     root = _existing_folder(source.path, where, "the folder holding the images named in the CSV")
     if not source.labels_csv:
         raise DataError(
@@ -452,8 +640,7 @@ def _plan_csv(source: DataSource, image_size: int, progress: bool, where: str) -
                 f"{csv_path}: expected a value in column {name!r} on every row, found empty "
                 f"cells on lines {', '.join(map(str, rows))}; fill them in or remove those rows."
             )
-    ids = table[source.id_column].astype(str).tolist()
-    _check_unique_ids(ids, str(csv_path), "remove the duplicate rows")
+    ids = _normal_ids(table[source.id_column].astype(str).tolist(), csv_path, where)
     raw_labels = table[source.label_column]
     labeled = raw_labels.notna().to_numpy()
     class_names = _sorted_labels(raw_labels[labeled].astype(str).unique().tolist())
@@ -461,6 +648,7 @@ def _plan_csv(source: DataSource, image_size: int, progress: bool, where: str) -
     labels = np.array([index[v] if ok else -1 for v, ok in zip(raw_labels, labeled, strict=True)])
     groups = table[source.group_column].astype(str).tolist() if source.group_column else None
     paths = [root / f"{image_id}{source.extension}" for image_id in ids]
+    _check_utf8_names(paths, where)
     missing = [path for path in paths if not path.is_file()]
     if missing:
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
@@ -470,10 +658,64 @@ def _plan_csv(source: DataSource, image_size: int, progress: bool, where: str) -
             f"{', '.join(str(path) for path in missing[:_SHOWN])}{more}; check {where}.path and "
             f"{where}.extension ({source.extension!r}), or remove those rows from the CSV."
         )
-    plan = _files_plan(
-        source, root, paths, labels, class_names, ids, groups, image_size, progress, where
+    _check_one_id_per_file(paths, ids, csv_path)
+    return SourceFiles(
+        root=root,
+        paths=paths,
+        ids=ids,
+        labels=labels.astype(np.int64),
+        class_names=class_names,
+        groups=groups,
+        csv_path=csv_path,
     )
-    return _Plan(lambda: [_file_stamp(csv_path), plan.fingerprint()], plan.read)
+
+
+def _normal_ids(raw: list[str], csv_path: Path, where: str) -> list[str]:
+    """CSV ids in normal form (``./a`` -> ``a``); refuse absolute ones and ones that leave."""
+    ids = [posixpath.normpath(text) for text in raw]
+    outside = [
+        i
+        for i, (text, norm) in enumerate(zip(raw, ids, strict=True))
+        if text.startswith(("/", "\\"))
+        or PureWindowsPath(text).drive
+        or norm == ".."
+        or norm.startswith("../")
+        or norm == "."
+    ]
+    if outside:
+        shown = ", ".join(f"line {i + 2}: {raw[i]!r}" for i in outside[:_SHOWN])
+        raise DataError(
+            f"{csv_path}: expected ids that name files inside {where}.path, found "
+            f"{len(outside)} absolute or leaving it ({shown}); write each id relative to "
+            f"{where}.path, without a leading '/' or '..'."
+        )
+    first: dict[str, int] = {}
+    for i, norm in enumerate(ids):
+        if norm in first:
+            j = first[norm]
+            raise DataError(
+                f"{csv_path}: expected one row per image, found {raw[j]!r} (line {j + 2}) and "
+                f"{raw[i]!r} (line {i + 2}) naming the same image {norm!r}; remove one row, "
+                "or that image could be trained on and scored on."
+            )
+        first[norm] = i
+    return ids
+
+
+def _check_one_id_per_file(paths: list[Path], ids: list[str], csv_path: Path) -> None:
+    """Refuse two ids whose files are one file (a symbolic or hard link, a case-blind disk)."""
+    first: dict[tuple[int, int], int] = {}
+    for i, path in enumerate(paths):
+        stat = path.stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key in first:
+            j = first[key]
+            raise DataError(
+                f"{csv_path}: expected one row per image, found ids {ids[j]!r} and {ids[i]!r} "
+                f"naming one file ({paths[j]} is {path}); remove one row, or that image "
+                "could be trained on and scored on."
+            )
+        first[key] = i
 
 
 def _read_csv(csv_path: Path, where: str) -> pd.DataFrame:
@@ -535,18 +777,10 @@ def _existing_folder(path: str | None, where: str, expected: str) -> Path:
 
 
 def _files_plan(
-    source: DataSource,
-    root: Path,
-    paths: list[Path],
-    labels: np.ndarray,
-    class_names: tuple[str, ...],
-    ids: list[str],
-    groups: list[str] | None,
-    image_size: int,
-    progress: bool,
-    where: str,
+    source: DataSource, files: SourceFiles, image_size: int, progress: bool, where: str
 ) -> _Plan:
     """Plan reading image files; the fingerprint lists every file's path, size and mtime."""
+    root, paths = files.root, files.paths
 
     def fingerprint() -> list[Any]:
         stats = [path.stat() for path in paths]
@@ -556,17 +790,21 @@ def _files_plan(
         ]
 
     def read() -> ImageSet:
-        images, skipped = _read_images(paths, image_size, source.on_unreadable, progress, where)
+        images, skipped, scaling = _read_images(
+            paths, image_size, source.on_unreadable, progress, where
+        )
         keep = np.ones(len(paths), dtype=bool)
         if skipped:
             position = {path: i for i, path in enumerate(paths)}
             keep[[position[path] for path in skipped]] = False
         return ImageSet(
             images=images,
-            labels=labels.astype(np.int64)[keep],
-            class_names=class_names,
-            ids=np.array(ids, dtype=str)[keep],
-            groups=None if groups is None else np.array(groups, dtype=str)[keep],
+            labels=files.labels[keep],
+            class_names=files.class_names,
+            ids=np.array(files.ids, dtype=str)[keep],
+            groups=None if files.groups is None else np.array(files.groups, dtype=str)[keep],
+            hidden_files=files.hidden_files,
+            pixel_scaling=scaling,
         )
 
     return _Plan(fingerprint, read)
@@ -610,7 +848,7 @@ def _plan_digits(source: DataSource, image_size: int, progress: bool, where: str
         pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
         labels = digits.target.astype(np.int64)
         return ImageSet(
-            images=_resize_arrays([pixels], image_size, progress),
+            images=_resize_arrays([pixels], image_size, progress)[0],
             labels=labels,
             class_names=_class_names(source, None, tuple(map(str, range(10))), labels, where),
             ids=np.array([f"digits_{i}" for i in range(len(labels))]),
@@ -666,11 +904,13 @@ def _read_npz(
             file_names = tuple(str(name) for name in archive["class_names"].ravel())
         all_labels = np.concatenate(labels)
         class_names = _class_names(source, file_names, default_names, all_labels, where)
+        pixels, scaling = _resize_arrays(images, image_size, progress)
         return ImageSet(
-            images=_resize_arrays(images, image_size, progress),
+            images=pixels,
             labels=all_labels,
             class_names=class_names,
             ids=np.array(ids, dtype=str),
+            pixel_scaling=scaling,
         )
 
 
@@ -774,16 +1014,28 @@ def _class_names(
     return tuple(names)
 
 
-def _resize_arrays(parts: Sequence[np.ndarray], image_size: int, progress: bool) -> np.ndarray:
-    """Stack arrays of images into one ``(n, s, s, 3)`` ``uint8`` array, converting each image."""
+def _resize_arrays(
+    parts: Sequence[np.ndarray], image_size: int, progress: bool
+) -> tuple[np.ndarray, str | None]:
+    """Stack arrays of images into one ``(n, s, s, 3)`` ``uint8`` array, converting each image.
+
+    Returns:
+        The images, and how wide pixels were scaled (one factor for every part).
+    """
     target = (image_size, image_size, 3)
     if len(parts) == 1 and parts[0].dtype == np.uint8 and parts[0].shape[1:] == target:
-        return parts[0]  # already in final form: no copy
+        return parts[0], None  # already in final form: no copy
+    wide = [part for part in parts if part.dtype not in (np.uint8, np.bool_)]
+    shared = pixel_scale([_array_range(part) for part in wide]) if wide else None
     total = sum(len(part) for part in parts)
     out = np.empty((total, *target), dtype=np.uint8)
     start = 0
     for part in parts:
-        scale = _intensity_scale(part)  # one factor per array keeps images comparable
+        scale: float | None = None  # uint8: as it is
+        if part.dtype == np.bool_:
+            scale = 255.0
+        elif shared is not None and part.dtype != np.uint8:
+            scale = shared.factor
 
         def convert(
             lo: int,
@@ -803,7 +1055,8 @@ def _resize_arrays(parts: Sequence[np.ndarray], image_size: int, progress: bool)
 
         _run_chunks(len(part), convert, progress, "Resizing images")
         start += len(part)
-    return out
+    n_wide = sum(len(part) for part in wide)
+    return out, None if shared is None else shared.describe(n_wide, total)
 
 
 # --- cache -------------------------------------------------------------------------------------
@@ -834,6 +1087,8 @@ def _load_cache(folder: Path) -> ImageSet | None:
             ids=np.array(meta["ids"], dtype=str),
             groups=None if meta["groups"] is None else np.array(meta["groups"], dtype=str),
             cache_entry=folder,
+            hidden_files=tuple(meta.get("hidden_files", ())),
+            pixel_scaling=meta.get("pixel_scaling"),
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         logger.warning("Ignoring the damaged cache entry %s (%s); rebuilding it.", folder, error)
@@ -861,6 +1116,8 @@ def _write_cache(folder: Path, images: ImageSet) -> bool:
             "class_names": list(images.class_names),
             "ids": images.ids.tolist(),
             "groups": None if images.groups is None else images.groups.tolist(),
+            "hidden_files": list(images.hidden_files),
+            "pixel_scaling": images.pixel_scaling,
         }
         for name, array in (("images.npy", images.images), ("labels.npy", images.labels)):
             with open(temp / name, "wb") as handle:

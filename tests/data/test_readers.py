@@ -269,7 +269,9 @@ def test_csv_problems_name_the_file_column_and_fix(shared_data: Path, tmp_path: 
     with pytest.raises(DataError, match="found only a header"):
         read_source(DataSource(**base, extension=".tif"), SIZE)
     csv_path.write_text("id,label\na,x\na,y\n")
-    with pytest.raises(DataError, match=r"expected a unique id per image, found 1 ids .*'a'"):
+    with pytest.raises(
+        DataError, match=r"expected one row per image, found 'a' \(line 2\) and 'a' \(line 3\)"
+    ):
         read_source(DataSource(**base, extension=".tif"), SIZE)
 
 
@@ -428,3 +430,237 @@ def test_cache_entry_that_is_damaged_is_rebuilt(folder: Path, tmp_path: Path) ->
 
     _assert_images(rebuilt, 18)
     assert isinstance(read_source(source, SIZE, cache_dir=cache).images, np.memmap)
+
+
+# --- names and ids that would break later -----------------------------------------------------
+
+
+def _non_utf8_copy(source: Path, folder: Path) -> Path:
+    """Copy ``source`` into ``folder`` under a Latin-1 name (bytes that are not UTF-8)."""
+    name = os.fsencode(folder) + b"/caf\xe9.jpg"
+    try:
+        with open(name, "wb") as handle:
+            handle.write(source.read_bytes())
+    except (OSError, UnicodeError) as error:  # e.g. a file system that stores UTF-8 only
+        pytest.skip(f"this file system refuses non-UTF-8 names ({error})")
+    return Path(os.fsdecode(name))
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_when_read(folder: Path) -> None:
+    real = sorted((folder / "Eosinophil").glob("*.jpg"))[0]
+    _non_utf8_copy(real, folder / "Lymphocyte")
+    source = DataSource(format="folder", path=str(folder))
+
+    with pytest.raises(
+        DataError,
+        match=r"data\.path: expected file and folder names in UTF-8, found 1 that are not: "
+        r"'.*/Lymphocyte/caf\\xe9\.jpg'; rename them",
+    ) as info:
+        read_source(source, SIZE)
+    str(info.value).encode("utf-8")  # the message itself prints anywhere
+
+
+def test_a_non_utf8_name_is_refused_by_the_audit_too(folder: Path) -> None:
+    from automl.config.schema import config_from_dict
+    from automl.data.audit.report import run_audit
+
+    _non_utf8_copy(sorted((folder / "Eosinophil").glob("*.jpg"))[0], folder / "Eosinophil")
+    data = config_from_dict({"data": {"format": "folder", "path": str(folder), "n_folds": 2}})
+    with pytest.raises(DataError, match=r"names in UTF-8, found 1 .*caf\\xe9\.jpg"):
+        run_audit(data.data)
+
+
+def _csv_source(images: Path, csv_path: Path, ids: list[str]) -> DataSource:
+    table = pd.read_csv(csv_path, dtype=str)
+    table["id"] = ids + table["id"].tolist()[len(ids) :]
+    table.to_csv(csv_path, index=False)
+    return DataSource(format="csv", path=str(images), labels_csv=str(csv_path), extension=".tif")
+
+
+@pytest.mark.parametrize(
+    ("first", "problem"),
+    [
+        ("../outside", r"line 2: '\.\./outside'"),
+        ("sub/../../outside", r"line 2: 'sub/\.\./\.\./outside'"),
+        ("/etc/outside", r"line 2: '/etc/outside'"),
+        ("C:/outside", r"line 2: 'C:/outside'"),
+        (".", r"line 2: '\.'"),
+    ],
+)
+def test_csv_ids_that_leave_the_image_folder_are_refused(
+    shared_data: Path, tmp_path: Path, first: str, problem: str
+) -> None:
+    images, csv_path = make_csv_layout(shared_data, tmp_path, per_class=2)
+    outside = tmp_path / "outside.tif"  # a real image there, so only the check can refuse it
+    shutil.copy2(sorted(images.glob("*.tif"))[0], outside)
+    source = _csv_source(images, csv_path, [first])
+    with pytest.raises(
+        DataError,
+        match=rf"labels\.csv: expected ids that name files inside data\.path, found 1 "
+        rf"absolute or leaving it \({problem}\); write each id relative to data\.path",
+    ):
+        read_source(source, SIZE)
+
+
+def test_two_ids_for_one_file_are_refused(shared_data: Path, tmp_path: Path) -> None:
+    images, csv_path = make_csv_layout(shared_data, tmp_path, per_class=2)
+    table = pd.read_csv(csv_path, dtype=str)
+    first = table["id"][0]
+    source = _csv_source(images, csv_path, [first, f"./{first}"])
+    with pytest.raises(
+        DataError,
+        match=rf"expected one row per image, found '{first}' \(line 2\) and '\./{first}' "
+        rf"\(line 3\) naming the same image '{first}'",
+    ):
+        read_source(source, SIZE)
+
+    # A symbolic link is another name for the same file.
+    (images / "alias.tif").symlink_to(images / f"{first}.tif")
+    source = _csv_source(images, csv_path, [first, "alias"])
+    with pytest.raises(DataError, match=rf"found ids '{first}' and 'alias' naming one file"):
+        read_source(source, SIZE)
+
+
+def test_csv_ids_are_read_in_normal_form(shared_data: Path, tmp_path: Path) -> None:
+    images, csv_path = make_csv_layout(shared_data, tmp_path, per_class=2)
+    (images / "sub").mkdir()
+    first = pd.read_csv(csv_path, dtype=str)["id"][0]
+    shutil.move(images / f"{first}.tif", images / "sub" / f"{first}.tif")
+    source = _csv_source(images, csv_path, [f"./sub//{first}"])
+    read = read_source(source, SIZE)
+    assert read.ids[0] == f"sub/{first}"
+    assert len(read) == 6
+
+
+# --- hidden files -----------------------------------------------------------------------------
+
+
+def _plant_hidden(folder: Path) -> list[str]:
+    """Two real images under hidden names in class folders; their relative paths."""
+    real = sorted((folder / "Eosinophil").glob("*.jpg"))[0]
+    shutil.copy2(real, folder / "Eosinophil" / ".DS_0001.jpg")
+    (folder / "Neutrophil" / ".ipynb_checkpoints").mkdir()
+    shutil.copy2(real, folder / "Neutrophil" / ".ipynb_checkpoints" / "cell.jpg")
+    return ["Eosinophil/.DS_0001.jpg", "Neutrophil/.ipynb_checkpoints/cell.jpg"]
+
+
+def test_hidden_files_are_skipped_and_counted(
+    folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    planted = _plant_hidden(folder)
+    source = DataSource(format="folder", path=str(folder))
+    with caplog.at_level(logging.INFO, logger="automl.data.readers"):
+        images = read_source(source, SIZE, cache_dir=tmp_path / "cache")
+    assert len(images) == 18  # the 18 real images only
+    assert images.hidden_files == tuple(planted)
+    assert images.reading_notes() == [
+        "skipped 2 hidden files (a name starting with '.', e.g. Eosinophil/.DS_0001.jpg: "
+        "system or editor files, not data)"
+    ]
+    assert "Read 18 images of 3 classes (folder)" in caplog.text
+    assert "skipped 2 hidden files" in caplog.text
+    # The cached set says it too, and so do its subsets (the tuning set, the hold-out).
+    cached = read_source(source, SIZE, cache_dir=tmp_path / "cache")
+    assert isinstance(cached.images, np.memmap)
+    assert cached.hidden_files == tuple(planted)
+    assert cached.subset([0, 1]).reading_notes() == images.reading_notes()
+
+
+def test_audit_reports_the_hidden_files_it_skipped(folder: Path) -> None:
+    from automl.config.schema import config_from_dict
+    from automl.data.audit.report import run_audit, summary_lines
+
+    planted = _plant_hidden(folder)
+    data = config_from_dict({"data": {"format": "folder", "path": str(folder), "n_folds": 2}})
+    result = run_audit(data.data)
+    assert result.summary["images"] == 18
+    assert result.summary["hidden_files_skipped"] == 2
+    assert result.summary["hidden_files"] == planted
+    files_line = next(line for line in summary_lines(result) if line.startswith("files:"))
+    assert "hidden files skipped: 2 (a name starting with '.'" in files_line
+
+
+# --- pixels wider than 8 bits -----------------------------------------------------------------
+
+
+def _gray_crops(shared_data: Path, n: int = 3) -> list[np.ndarray]:
+    """Real crops as 8-bit gray arrays, each resized to SIZE (so decoding adds no resize)."""
+    files = wbc_crops(shared_data, n)["Neutrophil"]
+    return [np.asarray(Image.open(f).convert("L").resize((SIZE, SIZE))) for f in files]
+
+
+def test_12_bit_data_in_16_bit_files_keeps_its_brightness(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    grays = _gray_crops(shared_data)
+    paths = []
+    for i, gray in enumerate(grays):
+        twelve = (gray.astype(np.uint16) << 4) | (gray.astype(np.uint16) >> 4)  # 0..4095
+        path = tmp_path / f"cell{i}.{'png' if i % 2 else 'tif'}"
+        Image.fromarray(twelve).save(path)
+        assert Image.open(path).mode == "I;16"
+        paths.append(path)
+
+    images, _ = read_images(paths, SIZE)
+
+    for gray, image in zip(grays, images, strict=True):
+        # 4095 -> 255: the 8-bit picture back, not 4095/65535 of it (nearly black).
+        assert np.abs(image[..., 0].astype(int) - gray).max() <= 1
+        assert (image == image[..., :1]).all()
+
+
+def test_wide_pixels_get_one_scale_for_the_whole_set(shared_data: Path, tmp_path: Path) -> None:
+    bright, dim = (gray.astype(np.int64) for gray in _gray_crops(shared_data, 2))
+    folder = tmp_path / "cells"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+    # 32-bit integer TIFFs of 12-bit data: one well exposed, one 16 times darker.
+    Image.fromarray(bright.astype(np.int32) * 16).save(folder / "a" / "bright.tif")
+    Image.fromarray(dim.astype(np.int32)).save(folder / "b" / "dim.tif")
+    assert Image.open(folder / "b" / "dim.tif").mode == "I"
+
+    images = read_source(DataSource(format="folder", path=str(folder)), SIZE)
+
+    got_bright, got_dim = images.images[0, ..., 0], images.images[1, ..., 0]
+    top = int(bright.max()) * 16
+    bits = int(np.ceil(np.log2(top + 1)))
+    assert np.abs(got_bright.astype(int) - np.rint(bright * 16 * 255 / (2**bits - 1))).max() <= 1
+    # The dark image stays dark (per image it would have been stretched to look like the other).
+    assert np.abs(got_dim.astype(int) - np.rint(dim * 255 / (2**bits - 1))).max() <= 1
+    assert got_dim.mean() < got_bright.mean() / 8
+    assert images.pixel_scaling == (
+        f"2 of 2 images have pixels wider than 8 bits: integers up to {top} (the set's "
+        f"largest), read as {bits}-bit: scaled by 255/{2**bits - 1}"
+    )
+
+
+def test_float_pixels_get_one_scale_for_the_whole_set(shared_data: Path, tmp_path: Path) -> None:
+    first, second = _gray_crops(shared_data, 2)
+    paths = [tmp_path / "one.tif", tmp_path / "two.tif"]
+    Image.fromarray(first.astype(np.float32) / 255).save(paths[0])  # 0..1
+    Image.fromarray(second.astype(np.float32) / 255 * 2).save(paths[1])  # 0..2: overexposed
+    assert Image.open(paths[1]).mode == "F"
+
+    images, _ = read_images(paths, SIZE)
+
+    high = second.max() / 255 * 2
+    assert np.abs(images[0, ..., 0] - np.rint(first / 255 * 255 / high)).max() <= 1
+    assert np.abs(images[1, ..., 0] - np.rint(second / 255 * 2 * 255 / high)).max() <= 1
+
+
+def test_npz_12_bit_arrays_keep_their_brightness(shared_data: Path, tmp_path: Path) -> None:
+    pixels, labels = real_image_array(shared_data, 28, per_class=2)
+    twelve = pixels.astype(np.uint16) * 16  # 0..4080
+    path = tmp_path / "cells.npz"
+    np.savez(
+        path,
+        train_images=twelve[:3],
+        train_labels=labels[:3],
+        val_images=twelve[3:],
+        val_labels=labels[3:],
+    )
+
+    images = read_source(DataSource(format="npz", path=str(path), split="train+val"), 28)
+
+    assert np.abs(images.images.astype(int) - pixels).max() <= 1
+    assert images.pixel_scaling is not None and "read as 12-bit" in images.pixel_scaling

@@ -56,7 +56,7 @@ from automl.data.audit.fingerprints import (
 )
 from automl.data.audit.matching import MatchThresholds, confirm_pairs, hash_orientations
 from automl.data.audit.neighbours import nearest_neighbours
-from automl.data.readers import ImageSet, list_image_files, read_source
+from automl.data.readers import ImageSet, list_source_files, read_source
 from automl.data.splits import Splits
 from automl.errors import DataError
 from automl.files import atomic_write
@@ -97,6 +97,8 @@ class Items:
     files: np.ndarray  # file paths; "" for array sources
     groups: np.ndarray | None
     load: Callable[[int], Image.Image]
+    # Hidden image files left out as tune leaves them out ("data: .../.DS_0001.jpg").
+    hidden_files: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -145,25 +147,23 @@ def collect_items(data: DataConfig, *, progress: bool = False) -> Items:
         files=np.concatenate([p.files for p in parts]),
         groups=groups,
         load=load,
+        hidden_files=tuple(name for part in parts for name in part.hidden_files),
     )
 
 
 def _source_items(source: Any, image_size: int, where: str, progress: bool) -> Items:
-    if source.format == "folder":
-        root = Path(source.path)
-        if not root.is_dir():
-            raise DataError(f"{where}.path: expected a folder of class folders, found {root}.")
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        files = [(f.name, path) for f in folders for path in list_image_files(f)]
-        ids = [path.relative_to(root).with_suffix("").as_posix() for _, path in files]
-        return _file_items(ids, [c for c, _ in files], [p for _, p in files], None, where)
-    if source.format == "csv":
-        table = pd.read_csv(source.labels_csv, dtype=str, keep_default_na=False, na_values=[""])
-        ids = table[source.id_column].astype(str).tolist()
-        labels = table[source.label_column].fillna("").astype(str).tolist()
-        paths = [Path(source.path) / f"{i}{source.extension}" for i in ids]
-        groups = table[source.group_column].astype(str) if source.group_column else None
-        return _file_items(ids, labels, paths, groups, where)
+    if source.format in ("folder", "csv"):
+        # The listing and checks of tune's reader: names, normal ids, hidden files.
+        files = list_source_files(source, where)
+        names = np.array(files.class_names + ("",), dtype=object)  # -1: unlabeled
+        return _file_items(
+            files.ids,
+            names[files.labels].tolist(),
+            files.paths,
+            files.groups,
+            where,
+            files.hidden_files,
+        )
     # Array sources hold no files: decode them as tune does and fingerprint the arrays.
     images = read_source(source, image_size, progress=progress, where=where)
     names = np.array(images.class_names + ("",), dtype=object)
@@ -178,7 +178,12 @@ def _source_items(source: Any, image_size: int, where: str, progress: bool) -> I
 
 
 def _file_items(
-    ids: list[str], labels: list[str], paths: list[Path], groups: Any, where: str
+    ids: list[str],
+    labels: list[str],
+    paths: list[Path],
+    groups: Any,
+    where: str,
+    hidden_files: tuple[str, ...] = (),
 ) -> Items:
     return Items(
         ids=np.array(ids, dtype=object),
@@ -187,6 +192,7 @@ def _file_items(
         files=np.array([str(p) for p in paths], dtype=object),
         groups=None if groups is None else np.asarray(groups, dtype=object),
         load=lambda i: Image.open(paths[i]),
+        hidden_files=hidden_files,
     )
 
 

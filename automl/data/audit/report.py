@@ -233,6 +233,9 @@ def _summary(
         "images": len(items),
         "images_by_set": {s: int((items.sets == s).sum()) for s in np.unique(items.sets)},
         "readable": int(features.ok.sum()),
+        # Left out as tune leaves them out; listed so that nothing is skipped without a word.
+        "hidden_files_skipped": len(items.hidden_files),
+        "hidden_files": list(items.hidden_files[:20]),
         "flagged_files": len(flagged),
         "reasons": {str(k): int(v) for k, v in reasons.items()},
         "classes": {str(k): int(v) for k, v in counts.items()},
@@ -294,6 +297,7 @@ def render_html(result: AuditResult) -> str:
         ("imbalance ratio", f"{s['imbalance_ratio']:.1f}" if s["imbalance_ratio"] else "-"),
         ("too small for folds", ", ".join(s["classes_too_small_for_folds"]) or "none"),
         ("reasons", ", ".join(f"{k} {v}" for k, v in s["reasons"].items()) or "none"),
+        ("hidden files skipped", _hidden_text(s)),
         (
             "duplicate groups",
             f"{s['duplicate_groups']} ({s['images_in_duplicate_groups']} images)",
@@ -322,6 +326,16 @@ def render_html(result: AuditResult) -> str:
         parts.append(_figure(items, i, note))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _hidden_text(s: dict[str, Any]) -> str:
+    n = s["hidden_files_skipped"]
+    if not n:
+        return "none"
+    return (
+        f"{n} (a name starting with '.': system or editor files, not data; "
+        f"e.g. {s['hidden_files'][0]})"
+    )
 
 
 def _leak_text(leak: dict[str, Any]) -> str:
@@ -357,7 +371,8 @@ def summary_lines(result: AuditResult) -> list[str]:
     return [
         f"images:     {s['images']} ({s['readable']} readable), {s['flagged_files']} flagged",
         f"files:      {reasons.get('unreadable', 0)} unreadable, "
-        f"{reasons.get('channels', 0)} odd channel count, {reasons.get('size', 0)} odd size",
+        f"{reasons.get('channels', 0)} odd channel count, {reasons.get('size', 0)} odd size; "
+        f"hidden files skipped: {_hidden_text(s)}",
         f"classes:    {classes} (imbalance {ratio}); too small for {s['n_folds']} folds: "
         f"{', '.join(s['classes_too_small_for_folds']) or 'none'}",
         f"duplicates: {s['duplicate_groups']} groups ({s['images_in_duplicate_groups']} images; "
