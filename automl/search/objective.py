@@ -31,6 +31,11 @@ Optuna keeps the first report of a step); a second one fails the trial with both
 **Retries of dead workers** (``retry_of`` set by ``heartbeat.RetryStaleTrial``) train with the
 seed of the first trial of their chain and take over the folds it finished (``folds.py``):
 replaying the fold's reports and training only the rest (``reused_folds``).
+
+**Ctrl+C** (``KeyboardInterrupt``) in a trial leaves it as a dead worker would: its folder keeps
+the folds it finished, and its parameters are queued again with the same retry attributes
+(:func:`queue_retry_of_interrupted`) before Optuna fails it, so the resumed study runs that
+retry first and takes the finished folds over, as after a ``kill -9``.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from automl.search.attrs import (
     EPOCHS_PER_FOLD,
     EPOCHS_TOTAL,
     FAIL_REASON,
+    FAILED_TRIAL_ATTR,
     FOLD_SCORES,
     HYPERPARAMETERS,
     LATENCY,
@@ -76,6 +82,7 @@ from automl.search.attrs import (
     OOM_RETRY,
     PRUNED_AT_STEP,
     PRUNED_IN_FOLD,
+    RETRY_HISTORY_ATTR,
     RETRY_OF,
     RETRY_ORIGIN,
     REUSED_FOLDS,
@@ -90,7 +97,7 @@ from automl.search.folds import (
     save_finished_fold,
     take_finished_fold,
 )
-from automl.search.heartbeat import worker_attrs
+from automl.search.heartbeat import check_heartbeat, worker_attrs
 from automl.search.paths import trial_dir
 
 logger = logging.getLogger(__name__)
@@ -162,6 +169,7 @@ class Objective:
         run = self._start(trial)
         memory = PeakMemory()
         state: str | None = None  # None: an unexpected error, left as Optuna records it
+        interrupted = False
         try:
             value = self._run_halving_on_oom(trial, run)
             state = "complete"
@@ -172,8 +180,13 @@ class Objective:
             state = "fail"
             trial.set_user_attr(FAIL_REASON, str(exc))
             raise
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             self._clean_up(trial, run, state, memory)
+            if interrupted:  # after the clean-up: the folder holds what the retry takes over
+                queue_retry_of_interrupted(trial, run.out_dir)
         return value
 
     def _start(self, trial: optuna.Trial) -> _Run:
@@ -311,6 +324,9 @@ class Objective:
         n_folds = len(self.splits.folds)
 
         def on_epoch(epoch: int, score: float) -> bool:
+            # A trial whose heartbeat lapsed past the grace period stops here (heartbeat.py),
+            # rather than train on while another worker retries it.
+            check_heartbeat(trial)
             if self.on_epoch is not None:
                 self.on_epoch(EpochStatus(trial.number, fold, n_folds, epoch, epochs, score))
             return self._report(trial, fold, epoch, score) and trial.should_prune()
@@ -398,6 +414,38 @@ class Objective:
             train_indices=self.splits.folds[0][0],
             augment=run.params["augment"],
         )
+
+
+def queue_retry_of_interrupted(trial: optuna.Trial, out_dir: Path) -> None:
+    """Queue the parameters of a trial stopped by Ctrl+C again, to resume where it stopped.
+
+    The retry carries what ``heartbeat.RetryStaleTrial`` gives the retry of a dead worker's
+    trial (``retry_of``, ``retry_origin`` and Optuna's retry system attributes), so it trains
+    with the same seed and takes over the folds finished in ``out_dir``. ``study.max_retries``
+    does not limit it: stopping a run is no fault of the trial.
+    """
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    history = [*frozen.system_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]
+    finished = len(list(out_dir.glob("fold_*.npz")))  # a fold's record marks it finished
+    trial.set_user_attr(
+        FAIL_REASON,
+        f"interrupted (Ctrl+C) with {finished} fold(s) finished; queued again to resume them",
+    )
+    trial.study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs={RETRY_OF: trial.number, RETRY_ORIGIN: history[0]},
+            system_attrs={FAILED_TRIAL_ATTR: history[0], RETRY_HISTORY_ATTR: history},
+        )
+    )
+    logger.warning(
+        "trial %d interrupted with %d fold(s) finished; queued again: the next run of the "
+        "study resumes it",
+        trial.number,
+        finished,
+    )
 
 
 def _out_of_memory_reason(batch_sizes: list[int], error: OutOfMemory) -> str:
