@@ -20,6 +20,9 @@ out-of-fold estimates for the sampler and the ensemble selection.
 **Out of memory.** TensorFlow's ``ResourceExhaustedError`` anywhere in a fit becomes
 :class:`OutOfMemory`; the caller decides whether to retry at a smaller batch.
 
+**Device.** :func:`configure_device` (memory growth, mixed precision, determinism) runs before
+anything touches TensorFlow's devices; a GPU initialised before it is a :class:`DeviceError`.
+
 **Memory between fits.** Each fit starts from a cleared Keras session; :func:`release` clears it
 and collects garbage when the caller is done with a trial.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from automl.config.recipe import patience_start_epoch
+from automl.errors import AutoMLError
 from automl.metrics import compute_metric, log_loss_value
 from automl.nn.inference import PREDICT_BATCH_SIZE
 from automl.nn.models import build_model, count_parameters, latency_ms, save_model
@@ -164,29 +169,66 @@ def release() -> None:
 def configure_device(mixed_precision: str, deterministic: str = "auto") -> dict[str, Any]:
     """Memory growth on every GPU; mixed precision and op determinism as asked.
 
+    Call it before anything touches TensorFlow's devices (a model built, a weights file loaded):
+    once a GPU is initialised its memory growth can no longer be set (:func:`memory_growth`).
+
     ``auto`` means mixed precision only with a GPU, and determinism only without one. With
     TensorFlow's op determinism a trial's seed fixes its scores (same machine, same versions,
     same study); without it, multi-threaded kernels and the input pipeline's parallel map change
     the last digits of a fold's weights from run to run, and now and then a trial's score. On a
     GPU it costs speed and some ops have no deterministic kernel (TensorFlow raises), hence off
     there unless asked.
+
+    Raises:
+        DeviceError: memory growth could not be set (:func:`memory_growth`).
     """
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process; growth was set then
-            pass
-    use_mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    n_gpus = memory_growth()
+    use_mixed = mixed_precision == "on" or (mixed_precision == "auto" and n_gpus > 0)
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
-    use_determinism = deterministic == "on" or (deterministic == "auto" and not gpus)
+    use_determinism = deterministic == "on" or (deterministic == "auto" and n_gpus == 0)
     if use_determinism:
         tf.config.experimental.enable_op_determinism()
     else:  # a process can run studies of both kinds (tests, notebooks): undo an earlier one
         from tensorflow.python.framework import config as tf_config
 
         tf_config.disable_op_determinism()
-    return {"gpus": len(gpus), "mixed_precision": use_mixed, "deterministic": use_determinism}
+    return {"gpus": n_gpus, "mixed_precision": use_mixed, "deterministic": use_determinism}
+
+
+class DeviceError(AutoMLError):
+    """The accelerator could not be set up as training needs it (an environment error)."""
+
+
+#: Read by TensorFlow when it initialises a GPU: growth on whatever Python did before. The command
+#: line sets it before TensorFlow is imported (``cli/main.py``), as a second line of defence.
+FORCE_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
+
+
+def memory_growth() -> int:
+    """Turn on memory growth on every visible GPU; return how many there are.
+
+    Without growth TensorFlow reserves most of a GPU's memory for the first process that
+    touches it, so two workers pinned to one GPU (``--gpus 0,0``) run out of memory. Growth can
+    only be set before TensorFlow initialises the GPU; TensorFlow then raises RuntimeError
+    (setting growth that is already on returns quietly), and that is an error here.
+
+    Raises:
+        DeviceError: TensorFlow initialised a GPU before growth was set.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as exc:
+            if os.environ.get(FORCE_GROWTH_ENV, "").lower() == "true":
+                continue  # TensorFlow turned growth on itself when it initialised the GPU
+            raise DeviceError(
+                f"GPU {gpu.name}: memory growth must be set before TensorFlow initialises the "
+                f"GPU, but it was initialised already ({exc}); set up the device first "
+                "(automl.nn.fit.configure_device) before building or loading a model, or set "
+                "TF_FORCE_GPU_ALLOW_GROWTH=true before starting Python."
+            ) from exc
+    return len(gpus)
 
 
 def _fresh_model(

@@ -114,27 +114,54 @@ def imbalance_warning(config: Config, splits: Splits) -> str | None:
     )
 
 
-def check_weights(config: Config) -> None:
-    """Fetch (or find cached) ImageNet weights for every backbone the space can draw."""
-    from automl.nn.models import ensure_weights  # Keras is imported only when weights are needed
-
+def weights_to_check(config: Config) -> list[tuple[str, str, int]]:
+    """``(backbone, weights, image_size)`` of every pretrained backbone the space can draw."""
+    checks = []
     for name, sub in config.space.backbone.options.items():
         if "weights" not in sub:  # the custom CNN has no pretrained weights
             continue
         # A fixed value or the choices of a categorical distribution.
         for choice in getattr(sub["weights"], "choices", (sub["weights"],)):
             if choice != WEIGHTS_NONE:
-                ensure_weights(name, choice, config.data.image_size)
+                checks.append((name, str(choice), config.data.image_size))
+    return checks
+
+
+def check_weights(config: Config) -> None:
+    """Fetch (or find cached) ImageNet weights for every backbone the space can draw.
+
+    Building a backbone initialises TensorFlow's devices, so this process's device is set up
+    first (:func:`setup_device`): memory growth can be set only before. A process that must
+    not touch a GPU at all (the ``--gpus`` supervisor) checks them in a process of its own
+    (``workers.check_weights_apart``).
+    """
+    checks = weights_to_check(config)
+    if not checks:
+        return
+    setup_device(config)
+    from automl.nn.models import ensure_weights  # Keras is imported only when weights are needed
+
+    for name, weights, image_size in checks:
+        ensure_weights(name, weights, image_size)
+
+
+def setup_device(config: Config) -> dict[str, Any]:
+    """Set up this process's accelerator for training (``nn.fit.configure_device``).
+
+    Every process that trains calls it before anything touches TensorFlow's devices; calling it
+    again is harmless (growth that is on stays on).
+
+    Raises:
+        nn.fit.DeviceError: a GPU was initialised before its memory growth could be set.
+    """
+    from automl.nn.fit import configure_device  # imports TensorFlow
+
+    return configure_device(config.training.mixed_precision, config.training.deterministic)
 
 
 def record_device(study: optuna.Study, config: Config) -> None:
-    """Set up this process's accelerator for training and note it in the study (dashboard)."""
-    from automl.nn.fit import configure_device  # imports TensorFlow
-
-    study.set_user_attr(
-        DEVICE_ATTR,
-        configure_device(config.training.mixed_precision, config.training.deterministic),
-    )
+    """Set up this process's accelerator (:func:`setup_device`) and note it in the study."""
+    study.set_user_attr(DEVICE_ATTR, setup_device(config))
 
 
 # --- the stop rule -------------------------------------------------------------------------------

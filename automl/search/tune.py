@@ -2,7 +2,10 @@
 
 Order matters: the configuration (already validated when loaded), then the data and its splits,
 then the pretrained weights, and only then is anything written (study folder, storage, resolved
-configuration). Bad input therefore stops the command before a study exists.
+configuration). Bad input therefore stops the command before a study exists. Building a backbone
+to check its weights initialises TensorFlow's devices, so a run in this process sets up its
+device first (memory growth, ``session.setup_device``); with ``--workers``/``--gpus`` the weights
+are checked in a process of its own that sees no GPU, so the supervisor never holds GPU memory.
 
 Trials then run in this process (``session.optimize``), or with ``--workers``/``--gpus`` in
 worker processes, one fresh process per trial, that ``workers.supervise`` keeps busy. Both stop
@@ -35,7 +38,7 @@ from automl.search.session import (
     trials_missing,
 )
 from automl.search.storage import create_or_load, finished_counts, publish_config
-from automl.search.workers import Slot, plan_slots, supervise
+from automl.search.workers import Slot, check_weights_apart, plan_slots, supervise
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,10 @@ def run_tune(
     imbalance = imbalance_warning(config, splits)
     if imbalance is not None:
         logger.warning(imbalance)
-    check_weights(config)
+    if slots:  # the supervisor never touches a GPU: its workers need all their memory
+        check_weights_apart(config)
+    else:  # sets up this process's device first: growth can be set only before
+        check_weights(config)
     paths = paths_for(config)
     resumed = check_resume(config, paths, splits)
     study = _open_study(config, paths, splits)

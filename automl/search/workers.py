@@ -38,15 +38,18 @@ worker imports it when it starts training.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,15 @@ from automl.config.schema import Config, load_config
 from automl.config.storage_url import child_environment
 from automl.console import TF_NOISE
 from automl.data.splits import Splits
-from automl.errors import ConfigError, StudyError, input_error_of
+from automl.errors import (
+    ERROR_PREFIX,
+    EXIT_INPUT_ERROR,
+    AutoMLError,
+    ConfigError,
+    StudyError,
+    error_line,
+    input_error_of,
+)
 from automl.files import atomic_write_text
 from automl.search.attrs import SPLITS_ATTR, WORKER_ATTR
 from automl.search.heartbeat import fail_stale_trials, worker_identity
@@ -73,6 +84,7 @@ from automl.search.session import (
     stop_at_n_trials,
     trials_missing,
     trials_to_start,
+    weights_to_check,
 )
 from automl.search.storage import (
     config_from_study,
@@ -87,6 +99,10 @@ logger = logging.getLogger(__name__)
 
 SLOT_ENV = "AUTOML_WORKER_SLOT"
 _SWEEP_SECONDS = 2.0
+# Pauses before a failed supervisor step runs again (the last one repeats), and how many faults
+# in a row with no child running end the run.
+_FAULT_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
+_MAX_FAULTS = 10
 
 
 @dataclass(frozen=True)
@@ -156,9 +172,13 @@ def supervise(
 ) -> int:
     """Keep one worker process per slot busy until the study is done; return children started.
 
+    A fault of the supervisor itself (the storage unreachable for a moment, a full disk) is
+    logged and its step retried while the children go on; only Ctrl-C and SIGTERM stop them.
+
     Raises:
         StudyError: a worker stopped with an input or environment error, or workers keep dying
-            without the study making progress.
+            without the study making progress (raised once the running workers have finished
+            their trials), or a step keeps failing with no worker left running.
     """
     return _Supervisor(config, study, slots, progress=progress).run()
 
@@ -183,47 +203,117 @@ class _Supervisor:
         self.abnormal_in_a_row = 0
         self.last_sweep = 0.0
         self.last_words = ""  # the last log line of the last worker that died
+        self.doing = "starting"  # the part of a step that runs now (named when it fails)
         self.bar = _progress_bar(self.n_trials, self.last_done) if progress else None
 
     def run(self) -> int:
+        """Run until the study is done; only Ctrl-C or SIGTERM stop running children."""
         try:
-            while not self._step():
-                time.sleep(0.5)
+            with _sigterm_as_interrupt():
+                self._loop()
+        except _Terminated:
+            # SIGTERM reached this process only: the children are stopped now. Their trials
+            # are failed by the heartbeat and retried with their finished folds.
+            _stop(self.children.values())
+            raise
         except KeyboardInterrupt:
             _stop(self.children.values(), wait=10.0)  # they got Ctrl+C too and close their trial
-            raise
-        except BaseException:
-            _stop(self.children.values())  # their trials are failed by the heartbeat, retried
             raise
         finally:
             if self.bar is not None:
                 self.bar.close()
         return self.started
 
+    def _loop(self) -> None:
+        """Steps until done. A fault of a step is logged and the step retried after a pause,
+        the children running on; a decision to stop (``StudyError``) lets running children
+        finish their trials first, then raises."""
+        stopping: StudyError | None = None
+        faults = 0
+        while True:
+            try:
+                done = self._step() if stopping is None else self._wait_for_children()
+            except StudyError as error:
+                if stopping is not None:  # another worker refused its input as well
+                    logger.warning("%s", error)
+                    continue
+                stopping = error
+                if self.children:
+                    logger.warning(
+                        "%s; stopping once the %d running worker(s) finish their trials "
+                        "(Ctrl-C stops them now)",
+                        error,
+                        len(self.children),
+                    )
+                continue
+            except Exception as error:  # noqa: BLE001 - a fault of the supervisor: say which
+                faults += 1
+                self._after_fault(error, faults)
+                continue
+            faults = 0
+            if done:
+                break
+            time.sleep(0.5)
+        if stopping is not None:
+            raise stopping
+
+    def _after_fault(self, error: Exception, faults: int) -> None:
+        """Log a failed step in one line and pause; give up once no child is left to wait on."""
+        what = f"{self.doing} failed ({type(error).__name__}: {str(error).splitlines()[0]})"
+        alive = sum(1 for c in self.children.values() if c.process.poll() is None)
+        if not alive and faults >= _MAX_FAULTS:
+            raise StudyError(
+                f"supervisor: {what}, {faults} times in a row with no worker running; fix the "
+                "cause (storage reachable, disk space) and run the same command to resume."
+            ) from error
+        pause = _FAULT_PAUSES[min(faults, len(_FAULT_PAUSES)) - 1]
+        logger.warning(
+            "supervisor: %s; %d running worker(s) go on, trying again in %.0f s",
+            what,
+            alive,
+            pause,
+        )
+        time.sleep(pause)
+
     def _step(self) -> bool:
-        """One round: reap exited children, sweep, note progress, refill slots; True: done."""
+        """One round: reap exited children, sweep, note progress, refill slots; True: done.
+
+        ``self.doing`` names the part that runs, for the log line of a fault.
+        """
+        self.doing = "reaping exited workers"
         self._reap()
         if time.monotonic() - self.last_sweep > _SWEEP_SECONDS:
+            self.doing = "the stale-trial sweep"
             fail_stale_trials(self.study)
             self.last_sweep = time.monotonic()
+        self.doing = "reading the study's trials"
         trials = self.study.get_trials(deepcopy=False)
+        self.doing = "counting progress"
         self._note_progress(trials)
         if self._no_more_launches(trials):
             return not self.children  # running trials finish first
+        self.doing = "starting workers"
         self._fill_slots(trials)
         return False
+
+    def _wait_for_children(self) -> bool:
+        """After a decision to stop: reap children as they finish; True once none is left."""
+        self.doing = "waiting for running workers"
+        self._reap()
+        return not self.children
 
     def _reap(self) -> None:
         for index, child in list(self.children.items()):
             code = child.process.poll()
             if code is None:
                 continue
-            del self.children[index]
             if child.reader is not None:
                 child.reader.join(timeout=5)  # its last lines, the error among them
             if code == 0:
-                self._exited(child)
+                self._exited(child)  # a storage fault here: the child is reaped next round
+                del self.children[index]
             else:
+                del self.children[index]
                 self._died(index, child, code)
 
     def _exited(self, child: _Child) -> None:
@@ -293,11 +383,30 @@ class _Supervisor:
             self.launches_left = None if self.launches_left is None else self.launches_left - 1
 
 
-def _spawn(config: Config, slot: Slot, seen: set[str]) -> _Child:
-    env = {**child_environment(config.study.storage), SLOT_ENV: str(slot.index)}
-    if slot.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = slot.gpu
-    command = [
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM reached the supervisor: it stops its children, as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the supervisor runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_command(config: Config) -> list[str]:
+    """The command line of one worker process (one trial, then it exits)."""
+    return [
         sys.executable,
         "-m",
         "automl.cli",
@@ -310,8 +419,18 @@ def _spawn(config: Config, slot: Slot, seen: set[str]) -> _Child:
         "1",
         "--no-progress",
     ]
+
+
+def _spawn(config: Config, slot: Slot, seen: set[str]) -> _Child:
+    env = {**child_environment(config.study.storage), SLOT_ENV: str(slot.index)}
+    if slot.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot.gpu
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        _worker_command(config),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     child = _Child(slot, process, worker_identity(process.pid))
     child.reader = threading.Thread(target=child.forward, args=(seen,), daemon=True)
@@ -339,6 +458,75 @@ def _progress_bar(n_trials: int | None, done: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=n_trials, initial=done, desc="trials", unit="trial", file=sys.stderr)
+
+
+# --- the supervisor's weight check -----------------------------------------------------------
+
+#: The environment of the weight check's process: no GPU visible (CUDA reads it at start-up).
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def check_weights_apart(config: Config) -> None:
+    """``session.check_weights`` in a process of its own that sees no GPU.
+
+    The supervisor of ``--workers``/``--gpus`` never imports TensorFlow: building a backbone
+    there would initialise every visible GPU and, by TensorFlow's default, hold most of each
+    one's memory for the whole run, which its workers then lack. The check runs in a child
+    started with ``CUDA_VISIBLE_DEVICES=""`` (set before the child imports anything); the
+    weights it fetches land in Keras' cache, where the workers find them.
+
+    Raises:
+        AutoMLError: the weights cannot be had (the child's own one-line message).
+        StudyError: the check's process crashed.
+    """
+    checks = weights_to_check(config)
+    if not checks:
+        return
+    process = subprocess.Popen(
+        [sys.executable, "-m", "automl.search.workers", _CHECK_WEIGHTS],
+        env={**os.environ, **NO_GPU_ENV},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.write(json.dumps(checks))
+    process.stdin.close()
+    lines: list[str] = []
+    for line in process.stderr:  # Keras' download progress, as it comes
+        line = line.rstrip()
+        if line and not TF_NOISE.match(line):
+            lines.append(line)
+            if not line.startswith(ERROR_PREFIX.rstrip()):
+                logger.info("%s", line)
+    code = process.wait()
+    if code == 0:
+        return
+    message = input_error_of(code, lines)
+    if message is not None:
+        raise AutoMLError(message)
+    raise StudyError(
+        f"checking the pretrained weights in a process of its own failed (exit status {code}; "
+        f"last line: {lines[-1] if lines else 'none'}); run `automl --debug tune` without "
+        "--workers/--gpus to see why."
+    )
+
+
+_CHECK_WEIGHTS = "check-weights"
+
+
+def _check_weights_main() -> int:
+    """The weight check's process: ``(backbone, weights, image_size)`` triples on stdin."""
+    from automl.nn.models import ensure_weights  # the only import of Keras, after the env
+
+    try:
+        for name, weights, image_size in json.loads(sys.stdin.read()):
+            ensure_weights(name, weights, int(image_size))
+    except AutoMLError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return 0
 
 
 # --- worker ------------------------------------------------------------------------------------
@@ -443,3 +631,7 @@ def _salt() -> int:
     """Differs between workers, stable for one slot of one machine."""
     who = os.environ.get(SLOT_ENV) or str(os.getpid())
     return zlib.crc32(f"{socket.gethostname()}/{who}".encode()) % 1_000_003 + 1
+
+
+if __name__ == "__main__" and sys.argv[1:] == [_CHECK_WEIGHTS]:
+    sys.exit(_check_weights_main())

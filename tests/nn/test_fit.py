@@ -12,7 +12,15 @@ from conftest import real_image_array, tiny_cnn_params
 
 import automl.nn.fit
 from automl.metrics import compute_metric
-from automl.nn.fit import FoldFit, OutOfMemory, configure_device, fit_fold
+from automl.nn.fit import (
+    FORCE_GROWTH_ENV,
+    DeviceError,
+    FoldFit,
+    OutOfMemory,
+    configure_device,
+    fit_fold,
+    memory_growth,
+)
 
 SIZE = 28
 N_CLASSES = 3
@@ -198,3 +206,28 @@ def test_op_determinism_makes_a_seeded_fit_repeat_exactly(cells) -> None:
     finally:
         configure_device("off", "auto")  # the default the rest of the session runs with
     assert all(run is not None and np.array_equal(run, runs[0]) for run in runs)
+
+
+def test_memory_growth_that_comes_too_late_is_an_error_not_a_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What TensorFlow does on a GPU once a model has initialised it, replayed on CPU."""
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    grown: list[str] = []
+
+    def set_memory_growth(device: tf.config.PhysicalDevice, enable: bool) -> None:
+        if device not in grown:  # TensorFlow returns quietly only where growth is on already
+            raise RuntimeError("Physical devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu])
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", set_memory_growth)
+    monkeypatch.delenv(FORCE_GROWTH_ENV, raising=False)
+    with pytest.raises(DeviceError, match=r"^GPU /physical_device:GPU:0: memory growth must be"):
+        memory_growth()
+    with pytest.raises(DeviceError, match="initialised already"):
+        configure_device("auto")  # training's set-up says so as well, before any fit
+    grown.append(gpu)
+    assert memory_growth() == 1  # set before: a second call is fine
+    grown.clear()
+    monkeypatch.setenv(FORCE_GROWTH_ENV, "true")  # TensorFlow grew it itself (the CLI sets it)
+    assert memory_growth() == 1

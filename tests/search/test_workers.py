@@ -9,6 +9,7 @@ with made-up ids checks the pinning (``CUDA_VISIBLE_DEVICES``) and the schedulin
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from conftest import make_folder_layout, write_study_yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+import automl.search.workers
 from automl.cli.main import app
 from automl.config.schema import load_config
 from automl.errors import ConfigError, StudyError
@@ -203,6 +205,70 @@ def test_a_worker_refusing_its_input_stops_the_supervisor_with_its_message(
         supervise(config, study, [Slot(0)])
     # No trial ran: only the warm-start portfolio's entry waits in the queue.
     assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["WAITING"]
+
+
+# A worker for the supervisor's tests: it takes one trial, records who ran it, and finishes
+# only once the test lets it (the file in argv[2] exists).
+HELD_WORKER = textwrap.dedent(
+    """
+    import sys, time, optuna
+    from pathlib import Path
+    from automl.config.schema import load_config
+    from automl.search.attrs import WORKER_ATTR
+    from automl.search.heartbeat import worker_identity
+    from automl.search.storage import open_storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config, release = load_config(sys.argv[1]), Path(sys.argv[2])
+    study = optuna.load_study(study_name=config.study.name, storage=open_storage(config))
+    def objective(trial):
+        trial.set_user_attr(WORKER_ATTR, worker_identity())
+        while not release.exists():
+            time.sleep(0.05)
+        return 0.5
+    study.optimize(objective, n_trials=1)
+    """
+)
+
+
+def test_a_fault_in_a_supervisor_step_is_logged_and_the_running_worker_goes_on(
+    tmp_path: Path,
+    data_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    space = study_file(tmp_path, data_root, n_trials=1)
+    config = load_config(space)
+    study = create_or_load(config)
+    release = tmp_path / "release"
+    workers = automl.search.workers
+    command = [sys.executable, "-c", HELD_WORKER, str(space), str(release)]
+    monkeypatch.setattr(workers, "_worker_command", lambda _config: command)
+    monkeypatch.setattr(workers, "_SWEEP_SECONDS", 0.0)  # a sweep in every step
+    monkeypatch.setattr(workers, "_FAULT_PAUSES", (0.05,))
+    faults: list[int] = []
+
+    def sweep_on_a_full_disk(study: optuna.Study) -> None:
+        # While the worker's trial runs, the journal cannot be written three times in a row;
+        # then the worker may finish.
+        if any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+            if len(faults) < 3:
+                faults.append(1)
+                raise OSError(28, "No space left on device")
+            release.touch()
+
+    monkeypatch.setattr(workers, "fail_stale_trials", sweep_on_a_full_disk)
+    with caplog.at_level(logging.WARNING, logger="automl.search.workers"):
+        assert supervise(config, study, [Slot(0)]) == 1
+    assert len(faults) == 3
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.5  # never stopped
+    assert trial.user_attrs[WORKER_ATTR].startswith(f"{os.uname().nodename}:")
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert failed[0] == (
+        "supervisor: the stale-trial sweep failed (OSError: [Errno 28] No space left on "
+        "device); 1 running worker(s) go on, trying again in 0 s"
+    )
+    assert len(failed) == 3
 
 
 def test_heartbeat_settings_are_checked(tmp_path: Path, data_root: Path) -> None:
