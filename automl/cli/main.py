@@ -24,6 +24,7 @@ import optuna  # noqa: E402
 import typer  # noqa: E402
 
 from automl.config.schema import RUNG_PRUNERS, Config, load_config  # noqa: E402
+from automl.config.storage_url import STORAGE_ENV, has_password  # noqa: E402
 from automl.console import filter_stderr  # noqa: E402
 from automl.errors import EXIT_INPUT_ERROR, AutoMLError, error_line  # noqa: E402
 
@@ -82,7 +83,9 @@ def _run(action: Callable[[], T]) -> T:
         _refuse(str(exc))
     except KeyboardInterrupt:
         typer.echo(
-            "interrupted: finished trials are saved; run the same command to resume.", err=True
+            "interrupted: finished trials are saved, and a running trial is queued again with "
+            "its finished folds; run the same command to resume.",
+            err=True,
         )
         raise typer.Exit(130) from None
 
@@ -123,12 +126,33 @@ def _tune_overrides(
     return items
 
 
+def _warn_password_in_argv(ctx: typer.Context, storage: str | None) -> None:
+    """Say so when ``--storage`` on the command line holds a password (``ps`` shows it)."""
+    # By name: typer ships a click of its own, whose ParameterSource is not click's.
+    source = getattr(ctx.get_parameter_source("storage"), "name", None)
+    if source == "COMMANDLINE" and has_password(storage):
+        typer.echo(
+            "warning: --storage holds a password, which every user of this machine can read "
+            f"with ps; export {STORAGE_ENV}=URL instead, or leave the password out of the URL "
+            "and let the driver read PGPASSWORD or ~/.pgpass. It is never saved to disk.",
+            err=True,
+        )
+
+
 @app.command()
 def tune(
+    ctx: typer.Context,
     space: SpaceOption,
     study_name: Annotated[str | None, typer.Option("--study-name", help="Study name.")] = None,
     storage: Annotated[
-        str | None, typer.Option("--storage", help="Optuna storage URL (default: embedded).")
+        str | None,
+        typer.Option(
+            "--storage",
+            envvar=STORAGE_ENV,
+            show_envvar=True,
+            help="Optuna storage URL (default: embedded). Keep a password out of the command "
+            f"line: {STORAGE_ENV}, PGPASSWORD or ~/.pgpass.",
+        ),
     ] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="Trials in total.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to run.")] = None,
@@ -151,6 +175,7 @@ def tune(
     from automl.search.session import best_summary
     from automl.search.tune import run_tune
 
+    _warn_password_in_argv(ctx, storage)
     items = _tune_overrides(overrides, study_name, storage, n_trials, timeout, seed, studies_dir)
     config = _run(lambda: load_config(space, items))
     result = _run(lambda: run_tune(config, progress=progress, workers=workers, gpus=gpus))
@@ -559,6 +584,9 @@ def dashboard(
 
     config, _ = _open(study, studies_dir)
     storage = _run(lambda: open_storage(config))
+    warning = _exposed_host_warning(host, port)
+    if warning is not None:
+        typer.echo(warning, err=True)
     typer.echo(
         f"optuna-dashboard for study '{config.study.name}': http://{host}:{port}/dashboard "
         "(Ctrl+C to stop)"
@@ -566,6 +594,58 @@ def dashboard(
     optuna_dashboard.run_server(
         storage, host=host, port=port, artifact_store=artifact_store(artifacts_root(config))
     )
+
+
+def _exposed_host_warning(host: str, port: int) -> str | None:
+    """What to say when the dashboard is bound to an address other machines can reach."""
+    import ipaddress
+
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: reachable by that name
+        local = False
+    if local:
+        return None
+    return (
+        f"warning: --host {host} serves the dashboard to the network without any login: anyone "
+        f"who reaches port {port} of this machine can read the study and change its notes. "
+        f"Keep it local (--host 127.0.0.1) and from your computer open an SSH tunnel: ssh -N "
+        f"-L {port}:127.0.0.1:{port} USER@THIS_MACHINE, then http://127.0.0.1:{port}/dashboard."
+    )
+
+
+@app.command()
+def repair(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+) -> None:
+    """Repair a study's journal after a torn write (a full disk): keep a copy, drop the torn line.
+
+    Stop every process of the study first.
+    """
+    from automl.search.journal import repair_journal
+    from automl.search.paths import StudyPaths
+
+    journal = StudyPaths(studies_dir.expanduser().resolve() / study).journal
+    result = _run(lambda: repair_journal(journal))
+    if result.backup is None:
+        typer.echo(f"journal:  {journal} has no torn line; nothing changed")
+        return
+    typer.echo(
+        f"repaired: {journal}: {result.dropped_bytes} torn bytes dropped"
+        + (
+            f", record of line(s) {_numbers(result.salvaged_lines)} kept"
+            if result.salvaged_lines
+            else ""
+        )
+        + (f", line(s) {_numbers(result.dropped_lines)} dropped" if result.dropped_lines else "")
+    )
+    typer.echo(f"backup:   {result.backup}")
+    typer.echo(f"next:     automl show --study {study} --studies-dir {studies_dir}")
+
+
+def _numbers(numbers: tuple[int, ...]) -> str:
+    return ", ".join(str(n) for n in numbers)
 
 
 @app.command()
@@ -648,11 +728,18 @@ def audit(
 
 @app.command()
 def worker(
+    ctx: typer.Context,
     study: StudyOption,
     studies_dir: StudiesDirOption = Path("studies"),
     storage: Annotated[
         str | None,
-        typer.Option("--storage", help="The study's storage URL (joins from another machine)."),
+        typer.Option(
+            "--storage",
+            envvar=STORAGE_ENV,
+            show_envvar=True,
+            help="The study's storage URL (joins from another machine). Keep a password out "
+            f"of the command line: {STORAGE_ENV}, PGPASSWORD or ~/.pgpass.",
+        ),
     ] = None,
     max_trials: Annotated[
         int | None, typer.Option("--max-trials", help="Run at most this many trials, then exit.")
@@ -662,6 +749,7 @@ def worker(
     """Join an existing study as one worker: run its trials until it has n_trials."""
     from automl.search.workers import load_worker_config, run_worker
 
+    _warn_password_in_argv(ctx, storage)
     config = _run(lambda: load_worker_config(study, studies_dir, storage))
     ran = _run(lambda: run_worker(config, max_trials=max_trials, progress=progress))
     typer.echo(f"worker:   {ran} trial(s) run for study '{config.study.name}'")

@@ -11,6 +11,11 @@ under an ``flock``), and optuna-dashboard opens it directly. Any Optuna RDB URL 
 machines share one study through PostgreSQL or MySQL. Every storage gets a heartbeat, so the
 trials of dead workers are failed and retried (see ``heartbeat.py``).
 
+A URL's password is never saved nor shown (``config/storage_url.py``): ``config.yaml`` keeps the
+URL without it, and a process takes it from ``AUTOML_STORAGE`` or the driver's ``PGPASSWORD`` /
+``~/.pgpass`` when it connects. A journal whose last write was torn (a full disk) is refused on
+open with the command that repairs it (``journal.py``).
+
 This module imports no TensorFlow.
 """
 
@@ -39,6 +44,7 @@ from automl.config.schema import (
     grid_search_space,
     load_config,
 )
+from automl.config.storage_url import mask_url, runtime_url, scrub
 from automl.errors import StudyError
 from automl.search.attrs import (
     CONFIG_ATTR,
@@ -50,6 +56,7 @@ from automl.search.attrs import (
     TrialSummary,
 )
 from automl.search.heartbeat import HeartbeatJournalStorage, RetryStaleTrial, journal_lock
+from automl.search.journal import check_journal, damage_error
 from automl.search.paths import CONFIG_FILE, StudyPaths, paths_for
 from automl.search.pruning import FirstFoldPruner, rung_options
 
@@ -68,29 +75,39 @@ def storage_url_for_display(url: str | None, paths: StudyPaths) -> str:
     """The storage as a person should see it: embedded journal path, or URL without password."""
     if url is None:
         return str(paths.journal)
-    return _mask(url)
+    return mask_url(url)
 
 
 def open_storage(config: Config) -> optuna.storages.BaseStorage:
     """The study's storage with a heartbeat: the embedded journal file, or the configured URL.
 
+    A URL without a password gets it from ``AUTOML_STORAGE`` when that names the same database
+    (``storage_url.runtime_url``), else the driver looks in ``PGPASSWORD`` / ``~/.pgpass``.
+
     Raises:
         StudyError: the server cannot be reached, the URL is wrong or its driver is missing
-            (one line; the password is never shown).
+            (one line; the password is never shown), or the journal file has a torn line.
     """
     study = config.study
     retry = RetryStaleTrial(study.max_retries)
     if study.storage is None:
         journal = paths_for(config).journal
         journal.parent.mkdir(parents=True, exist_ok=True)
-        return HeartbeatJournalStorage(
-            JournalFileBackend(str(journal), lock_obj=journal_lock(str(journal))),
-            heartbeat_interval=study.heartbeat_interval,
-            grace_period=study.grace_period,
-            stale_trial_callback=retry,
-        )
+        check_journal(journal, study.name)  # before Optuna appends to a torn last line
+        try:
+            return HeartbeatJournalStorage(
+                JournalFileBackend(str(journal), lock_obj=journal_lock(str(journal))),
+                heartbeat_interval=study.heartbeat_interval,
+                grace_period=study.grace_period,
+                stale_trial_callback=retry,
+            )
+        except ValueError as exc:  # Optuna's JSONDecodeError / "Invalid log format."
+            error = damage_error(journal, study.name)
+            if error is None:
+                raise
+            raise error from exc
     return connect_url(
-        study.storage,
+        runtime_url(study.storage) or study.storage,
         heartbeat_interval=study.heartbeat_interval,
         grace_period=study.grace_period,
         stale_trial_callback=retry,
@@ -104,7 +121,7 @@ def connect_url(url: str, **heartbeat: Any) -> optuna.storages.RDBStorage:
         StudyError: the server cannot be reached, the URL is wrong or its driver is missing
             (one line; the password is never shown).
     """
-    shown = _mask(url)
+    shown = mask_url(url)
     kwargs = {}
     if heartbeat:
         kwargs = {
@@ -118,15 +135,17 @@ def connect_url(url: str, **heartbeat: Any) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(url, **kwargs)
     except ImportError as exc:
         raise StudyError(
-            f"study.storage: no database driver for {shown} ({_first_line(exc.__cause__ or exc)})"
+            f"study.storage: no database driver for {shown} "
+            f"({scrub(_first_line(exc.__cause__ or exc), url)})"
             "; for PostgreSQL pip install 'automl[postgres]' (psycopg2), for MySQL pip install "
             "pymysql and use mysql+pymysql://."
         ) from exc
     except Exception as exc:  # noqa: BLE001 - any storage failure is an environment error
         raise StudyError(
-            f"study.storage: cannot open {shown}: {type(exc).__name__}: {_first_line(exc)}; "
-            "check the URL (dialect+driver://user:password@host:port/database), that the "
-            "server runs and accepts connections from this machine, and the credentials."
+            f"study.storage: cannot open {shown}: {type(exc).__name__}: "
+            f"{scrub(_first_line(exc), url)}; check the URL (dialect+driver://user@host:port/"
+            "database), that the server runs and accepts connections from this machine, and "
+            "the credentials (the password: AUTOML_STORAGE, PGPASSWORD or ~/.pgpass)."
         ) from exc
 
 
@@ -211,12 +230,8 @@ def config_from_study(study: optuna.Study, *, storage: str, studies_dir: Path) -
         )
     resolved["study"]["storage"] = storage
     resolved["study"]["studies_dir"] = str(studies_dir)
-    source = f"study '{study.study_name}' (configuration stored in {_mask(storage)})"
+    source = f"study '{study.study_name}' (configuration stored in {mask_url(storage)})"
     return config_from_dict(resolved, source=source, default_name=study.study_name)
-
-
-def _mask(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def create_or_load(config: Config) -> optuna.Study:
@@ -230,8 +245,11 @@ def create_or_load(config: Config) -> optuna.Study:
     try:
         existing = optuna.study.get_all_study_names(storage)
     except Exception as exc:  # noqa: BLE001 - any storage failure is an environment error
+        reason = _first_line(exc)
+        if config.study.storage is not None:
+            reason = scrub(reason, runtime_url(config.study.storage) or config.study.storage)
         raise StudyError(
-            f"study.storage: cannot open {shown}: {type(exc).__name__}: {_first_line(exc)}; "
+            f"study.storage: cannot open {shown}: {type(exc).__name__}: {reason}; "
             "check the URL, the server and the credentials."
         ) from exc
     n_existing = 0

@@ -213,3 +213,60 @@ def test_a_retry_takes_over_the_folds_its_dead_trial_finished(
     np.testing.assert_array_equal(probabilities[splits.folds[0][1]], fold_0)
     assert np.isfinite(probabilities).all()
     assert [len(h) for h in json.loads((folder / "history.json").read_text())] == [2, 2]
+
+
+def test_ctrl_c_in_fold_2_is_resumed_with_fold_1_taken_over(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import automl.search.objective
+    from automl.search.storage import leaderboard_rows
+    from automl.search.tune import run_tune
+
+    config = load_config(
+        write_study_yaml(tmp_path / "s.yaml", data_root, tmp_path / "studies", n_trials=1)
+    )
+    fit_fold = automl.search.objective.fit_fold
+    trained: list[int] = []  # the seed of every fold trained (trial seed + fold)
+
+    def ctrl_c_in_the_first_epoch_of_the_second_fold(*args, **kwargs):
+        trained.append(kwargs["seed"])
+        if len(trained) == 2:
+            hook = kwargs["on_epoch"]
+
+            def interrupted(epoch: int, score: float) -> bool:
+                hook(epoch, score)
+                raise KeyboardInterrupt
+
+            kwargs["on_epoch"] = interrupted
+        return fit_fold(*args, **kwargs)
+
+    monkeypatch.setattr(
+        automl.search.objective, "fit_fold", ctrl_c_in_the_first_epoch_of_the_second_fold
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(config, progress=False)
+    study = create_or_load(config)
+    stopped, queued = study.get_trials(deepcopy=False)
+    assert stopped.state == optuna.trial.TrialState.FAIL
+    assert "interrupted (Ctrl+C) with 1 fold(s) finished" in stopped.user_attrs["fail_reason"]
+    assert queued.state == optuna.trial.TrialState.WAITING
+    assert queued.params == stopped.params and queued.user_attrs["retry_of"] == 0
+    stopped_dir = Path(stopped.user_attrs["trial_dir"])
+    with np.load(stopped_dir / "fold_0.npz") as record:
+        fold_0 = record["probabilities"]
+
+    result = run_tune(config, progress=False)  # the same command again: resume
+    assert result.counts["complete"] == 1 and len(result.study.trials) == 2  # the retry ran
+    retry = result.study.trials[1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["reused_folds"] == [0]
+    seed = stopped.user_attrs["seed"]
+    assert trained == [seed, seed + 1, seed + 1]  # fold 1 never trained again
+    assert retry.user_attrs["seed"] == seed
+    assert not stopped_dir.exists()  # what was usable moved to the retry's folder
+    folder = Path(retry.user_attrs["trial_dir"])
+    with np.load(folder / "oof.npz") as oof:
+        np.testing.assert_array_equal(
+            oof["probabilities"][prepare_splits(config).folds[0][1]], fold_0
+        )
+    assert leaderboard_rows(result.study)[0].fail_reason.startswith("interrupted (Ctrl+C)")
