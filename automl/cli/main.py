@@ -235,6 +235,8 @@ def validate(
         f"{len(splits.holdout) if splits.holdout is not None else 0} hold-out, "
         f"{config.data.image_size} px; per class {counts}"
     )
+    for note in splits.tuning.reading_notes():  # hidden files skipped, wide pixels scaled
+        typer.echo(f"data:     {note}")
     imbalance = imbalance_warning(config, splits)
     if imbalance is not None:
         typer.echo(f"warning:  {imbalance}")

@@ -664,3 +664,26 @@ def test_npz_12_bit_arrays_keep_their_brightness(shared_data: Path, tmp_path: Pa
 
     assert np.abs(images.images.astype(int) - pixels).max() <= 1
     assert images.pixel_scaling is not None and "read as 12-bit" in images.pixel_scaling
+
+
+def test_validate_and_tune_say_how_many_hidden_files_were_skipped(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from automl.cli.main import app
+
+    _plant_hidden(folder)
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "study.yaml"
+    space.write_text(
+        f"study: {{name: hidden}}\ndata: {{format: folder, path: {folder}, n_folds: 2, "
+        "image_size: 16}\nspace: {backbone: {name: custom_cnn, blocks: 2}}\n"
+    )
+    result = CliRunner().invoke(app, ["validate", "--space", str(space), "--samples", "0"])
+    assert result.exit_code == 0, result.output
+    note = "skipped 2 hidden files (a name starting with '.', e.g. Eosinophil/.DS_0001.jpg"
+    assert f"data:     {note}" in result.stdout
+    # The line tune prints when it reads the data (stderr) says it too.
+    assert "Read 18 images of 3 classes (folder)" in result.stderr
+    assert note in result.stderr
