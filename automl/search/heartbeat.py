@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalFileOpenLock
 from optuna.storages.journal._file import BaseJournalFileLock
@@ -103,8 +103,82 @@ class RetryStaleTrial:
         )
 
 
+class HeartbeatLost(Exception):
+    """This trial's heartbeat lapsed past the grace period: the study retries it elsewhere."""
+
+
+class HeartbeatKeeper:
+    """One process's heartbeats: each beat retried on transient errors, and lapses noticed.
+
+    A beat that fails (a database blip, an ``OSError`` on the journal) is tried again after
+    1/8, 1/4 and 1/2 of the interval, then logged and left to the next beat: the beat thread
+    never dies of it. :meth:`lost` says when no beat has reached the storage for longer than
+    the grace period (another worker may fail the trial and retry it at any moment), or when
+    the storage refused a beat because another worker failed the trial already.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        grace_period: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval, self.grace_period = interval, grace_period
+        self.clock, self.sleep = clock, sleep
+        self._stored: dict[int, float] = {}  # trial id -> when a beat last reached the storage
+        self._failed_elsewhere: set[int] = set()
+
+    def beat(self, trial_id: int, write: Callable[[], None]) -> None:
+        """Record one beat with ``write``, retrying with back-off; never raises."""
+        self._stored.setdefault(trial_id, self.clock())  # the lapse counts from the first try
+        pauses = [self.interval / 8, self.interval / 4, self.interval / 2]
+        for tries in range(1, len(pauses) + 2):
+            try:
+                write()
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another worker judged this trial dead (a beat came too late) and failed it;
+                # its retry runs elsewhere. Nothing to record any more.
+                self._failed_elsewhere.add(trial_id)
+                logger.warning("trial id %d was failed by another worker's stale sweep", trial_id)
+                return
+            except Exception as exc:  # noqa: BLE001 - the beat thread must outlive any fault
+                if tries > len(pauses):
+                    logger.warning(
+                        "trial id %d: heartbeat not recorded after %d tries (%s: %s); trying "
+                        "again at the next beat, the trial stops if none gets through within "
+                        "study.grace_period=%gs",
+                        trial_id,
+                        tries,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                        self.grace_period,
+                    )
+                    return
+                self.sleep(pauses[tries - 1])
+            else:
+                self._stored[trial_id] = self.clock()
+                return
+
+    def lost(self, trial_id: int) -> bool:
+        """True once the storage has no beat of ``trial_id`` newer than the grace period."""
+        if trial_id in self._failed_elsewhere:
+            return True
+        stored = self._stored.get(trial_id)
+        return stored is not None and self.clock() - stored > self.grace_period
+
+    def renew(self, trial_id: int) -> None:
+        """The storage still holds ``trial_id`` as running: count its lapse from now."""
+        self._stored[trial_id] = self.clock()
+
+
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal storage with the heartbeat interface of ``RDBStorage``."""
+    """Optuna's journal storage with the heartbeat interface of ``RDBStorage``.
+
+    ``clock`` and ``sleep`` (wall-clock seconds) time the beats, the stale sweep and the
+    back-off of failed beats; tests drive them instead of waiting.
+    """
 
     def __init__(
         self,
@@ -113,22 +187,25 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         heartbeat_interval: int,
         grace_period: int | None = None,
         stale_trial_callback: StaleCallback | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(backend)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period if grace_period is not None else 2 * heartbeat_interval
         self.stale_trial_callback = stale_trial_callback
+        self.clock = clock
+        self.beats = HeartbeatKeeper(
+            heartbeat_interval, self.grace_period, clock=clock, sleep=sleep
+        )
 
     def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Another worker judged this trial dead (a beat came too late) and failed it; its
-            # retry runs elsewhere. Nothing to record any more.
-            logger.warning("trial id %d was failed by another worker's stale sweep", trial_id)
+        self.beats.beat(
+            trial_id, lambda: self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, self.clock())
+        )
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now = time.time()
+        now = self.clock()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             beats = [trial.system_attrs.get(HEARTBEAT_ATTR)]
@@ -144,6 +221,51 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
         return self.stale_trial_callback
+
+
+class HeartbeatRDBStorage(RDBStorage):
+    """Optuna's ``RDBStorage`` whose beats survive a database blip (:class:`HeartbeatKeeper`)."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        interval = self.heartbeat_interval or 60
+        self.beats = HeartbeatKeeper(interval, self.grace_period or 2 * interval)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.beats.beat(trial_id, lambda: RDBStorage.record_heartbeat(self, trial_id))
+
+
+def check_heartbeat(trial: optuna.Trial) -> None:
+    """Stop a trial whose heartbeat lapsed past the grace period; call it between epochs.
+
+    The storage decides, as for any worker: this process runs the stale sweep itself, which
+    fails the trial and queues its retry exactly once (``RetryStaleTrial``), and the trial stops
+    unless the storage still holds it as running. If the storage cannot be read, it stops too:
+    the other workers will retry it when they can.
+
+    Raises:
+        HeartbeatLost: the trial must stop (its finished folds stay for the retry).
+    """
+    storage = trial.study._storage
+    beats = getattr(storage, "beats", None) or getattr(
+        getattr(storage, "_backend", None), "beats", None
+    )  # RDB storages come wrapped in Optuna's cache
+    if not isinstance(beats, HeartbeatKeeper) or not beats.lost(trial._trial_id):
+        return
+    try:
+        fail_stale_trials(trial.study)
+        state = storage.get_trial(trial._trial_id).state
+    except Exception as exc:  # noqa: BLE001 - unreachable storage: stop, the others retry it
+        state, why = None, f"the storage cannot be read ({type(exc).__name__}: {exc})"
+    else:
+        why = "another worker retries it"
+    if state == TrialState.RUNNING:  # our beats did get through after all
+        beats.renew(trial._trial_id)
+        return
+    raise HeartbeatLost(
+        f"trial {trial.number}: no heartbeat reached the storage for longer than "
+        f"study.grace_period={beats.grace_period:g}s; stopped, {why}"
+    )
 
 
 class FlockLock(BaseJournalFileLock):

@@ -97,7 +97,7 @@ from automl.search.folds import (
     save_finished_fold,
     take_finished_fold,
 )
-from automl.search.heartbeat import worker_attrs
+from automl.search.heartbeat import check_heartbeat, worker_attrs
 from automl.search.paths import trial_dir
 
 logger = logging.getLogger(__name__)
@@ -324,6 +324,9 @@ class Objective:
         n_folds = len(self.splits.folds)
 
         def on_epoch(epoch: int, score: float) -> bool:
+            # A trial whose heartbeat lapsed past the grace period stops here (heartbeat.py),
+            # rather than train on while another worker retries it.
+            check_heartbeat(trial)
             if self.on_epoch is not None:
                 self.on_epoch(EpochStatus(trial.number, fold, n_folds, epoch, epochs, score))
             return self._report(trial, fold, epoch, score) and trial.should_prune()

@@ -37,6 +37,7 @@ from automl.data.audit.checks import screen_data
 from automl.data.readers import read_source
 from automl.data.splits import Splits, check_labelled, make_splits
 from automl.search.attrs import DEVICE_ATTR, TrialSummary
+from automl.search.heartbeat import HeartbeatLost
 from automl.search.paths import artifacts_root, paths_for
 from automl.search.storage import top_trials
 
@@ -251,17 +252,41 @@ def optimize_past_lapses(
 ) -> None:
     """``study.optimize``, going on when another process failed the running trial meanwhile.
 
-    When this worker's heartbeat lapses (an overloaded machine, a long pause), another worker's
-    sweep fails its trial and queues a retry; this worker's ``tell`` then raises Optuna's
-    "Cannot tell a FAIL trial" and would end the whole run. The result is lost either way (the
-    retry recomputes it), so this logs a warning naming the trial and runs the trials left.
+    When this worker's heartbeat lapses (an overloaded machine, a long pause, a storage that
+    did not answer), another worker's sweep fails its trial and queues a retry. This worker then
+    learns it in one of three ways: the trial stops itself (``heartbeat.HeartbeatLost``), the
+    storage refuses a write to the finished trial (``UpdateFinishedTrialError``, also when the
+    sweep lands between the state check of Optuna's ``tell`` and its write), or ``tell`` finds
+    the trial failed before writing (a plain ``ValueError``; recognised because the objective
+    ended normally, the result was never told, and the storage holds the trial as FAIL). The
+    result is lost either way (the retry recomputes it), so this logs a warning and runs the
+    trials left; any other error is raised.
     """
     started = time.monotonic()
     done = 0
+    # The trial of this worker that ran last: its id, whether the objective ended by itself
+    # ("ended"), or stopped because the trial was failed elsewhere ("lapsed"), and whether
+    # Optuna's tell went through (its callbacks ran).
+    last: dict[str, Any] = {}
+    ended: tuple[type[BaseException], ...] = (optuna.TrialPruned, *catch)
+
+    def run(trial: optuna.Trial) -> Any:
+        last.update(trial_id=trial._trial_id, outcome=None, told=False)
+        try:
+            value = objective(trial)
+        except (optuna.exceptions.UpdateFinishedTrialError, HeartbeatLost):
+            last["outcome"] = "lapsed"
+            raise
+        except ended:
+            last["outcome"] = "ended"
+            raise
+        last["outcome"] = "ended"
+        return value
 
     def count(_study: optuna.Study, _trial: FrozenTrial) -> None:
         nonlocal done
         done += 1
+        last["told"] = True
 
     while True:
         left = None if n_trials is None else n_trials - done
@@ -270,20 +295,21 @@ def optimize_past_lapses(
             remaining_time is not None and remaining_time <= 0
         ):
             return
+        last.clear()
         try:
             study.optimize(
-                objective,
+                run,
                 n_trials=left,
                 timeout=remaining_time,
                 catch=catch,
-                callbacks=[*callbacks, count],
+                callbacks=[count, *callbacks],  # count first: it marks the tell as done
                 # The objective already clears the Keras session and collects after every
                 # trial; a second full collection would only cost time (~0.1-0.5 s with TF).
                 gc_after_trial=False,
             )
             return
-        except (ValueError, AssertionError) as error:
-            if not _failed_meanwhile(error):
+        except Exception as error:
+            if not _failed_meanwhile(error, study, last):
                 raise
             done += 1  # the lost trial used up one of this call's trials, as a failure does
             logger.warning(
@@ -294,12 +320,24 @@ def optimize_past_lapses(
             )
 
 
-def _failed_meanwhile(error: Exception) -> bool:
-    """True when Optuna's ``tell`` refused a result because the trial was failed meanwhile."""
-    # Optuna 5 raises the ValueError inside its tell, then an AssertionError ("Should not
-    # reach") from the cleanup around it; either way the ValueError is the cause.
-    cause = error if isinstance(error, ValueError) else error.__context__
-    return str(cause).startswith("Cannot tell a FAIL trial")
+def _failed_meanwhile(error: Exception, study: optuna.Study, last: dict[str, Any]) -> bool:
+    """True when ``error`` says that another process failed this worker's trial meanwhile."""
+    if last.get("outcome") == "lapsed":
+        return True
+    causes: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in causes:  # Optuna's cleanup raises AssertionError
+        causes.append(cause)  # ("Should not reach") while handling the storage's error
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, optuna.exceptions.UpdateFinishedTrialError) for c in causes):
+        return True
+    if last.get("outcome") != "ended" or last.get("told"):
+        return False  # the objective's own error, or one after the result was stored
+    try:
+        state = study._storage.get_trial(last["trial_id"]).state
+    except Exception:  # noqa: BLE001 - cannot tell: the original error is raised
+        return False
+    return state == TrialState.FAIL
 
 
 class TrialBar:
