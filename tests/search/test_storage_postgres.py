@@ -57,6 +57,21 @@ def _as_server_user(command: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster; yields its URL without a database name."""
+    yield from _cluster()
+
+
+#: The password of the cluster that asks for one (``password_server``).
+PASSWORD = "pw-s3cr3t"
+
+
+@pytest.fixture(scope="module")
+def password_server() -> Iterator[str]:
+    """A throwaway cluster that asks for a password (scram-sha-256); its URL has none."""
+    yield from _cluster(password=PASSWORD)
+
+
+def _cluster(password: str | None = None) -> Iterator[str]:
+    """Start a cluster in a temporary folder (trust, or a password for every connection)."""
     bin_dir = _server_binaries()
     if bin_dir is None:
         pytest.skip(
@@ -71,12 +86,19 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
     data, log = base / "data", base / "server.log"
+    auth = ["-A", "trust"]
+    if password is not None:
+        pwfile = base / "pwfile"
+        pwfile.write_text(password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres")
+        auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     subprocess.run(
         _as_server_user(
-            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "automl", "-E", "UTF8"]
+            [str(bin_dir / "initdb"), "-D", str(data), *auth, "-U", "automl", "-E", "UTF8"]
             + ["--no-sync"]
         ),
         check=True,
@@ -237,3 +259,81 @@ def test_tune_and_a_worker_on_another_machine_share_a_postgres_study(
     )
     assert ensembled.exit_code == 0, ensembled.output
     assert "2 trials x folds = 4 models" in ensembled.stdout
+
+
+def _password_database(server: str, name: str) -> str:
+    """A fresh database on the password cluster; its URL, without the password."""
+    import psycopg2
+
+    port = server.rsplit(":", 1)[1]
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=port, user="automl", dbname="postgres", password=PASSWORD
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return f"{server}/{name}"
+
+
+def test_the_password_comes_from_pgpassword_or_automl_storage_and_is_never_shown(
+    tmp_path: Path, data_root: Path, password_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _password_database(password_server, "cells_env")  # as config.yaml keeps it
+    with_password = url.replace("automl@", f"automl:{PASSWORD}@")
+    config = load_config(study_file(tmp_path, data_root, storage=url))
+    for name in ("PGPASSWORD", "PGPASSFILE", "AUTOML_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.pgpass of this machine's user
+    with pytest.raises(StudyError, match=r"the password: AUTOML_STORAGE, PGPASSWORD or"):
+        open_storage(config)
+
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # libpq's own variable
+    optuna.create_study(study_name="cells", storage=open_storage(config))
+    monkeypatch.delenv("PGPASSWORD")
+
+    monkeypatch.setenv("AUTOML_STORAGE", with_password)  # lends its password to the same URL
+    assert optuna.get_all_study_names(open_storage(config)) == ["cells"]
+
+    monkeypatch.setenv("AUTOML_STORAGE", with_password.replace("pw-s3cr3t", "wrong-pw"))
+    with pytest.raises(StudyError) as caught:
+        open_storage(config)
+    assert "wrong-pw" not in str(caught.value) and "password authentication failed" in str(
+        caught.value
+    )
+    assert "cannot open postgresql+psycopg2://automl:***@127.0.0.1:" in str(caught.value)
+
+
+def test_a_password_given_on_the_command_line_reaches_the_workers_and_no_file(
+    tmp_path: Path, data_root: Path, password_server: str
+) -> None:
+    url = _password_database(password_server, "cells_argv")
+    with_password = url.replace("automl@", f"automl:{PASSWORD}@")
+    space = study_file(tmp_path, data_root, n_trials=1, epochs="1")
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "AUTOML_STORAGE")
+    }
+    environment["HOME"] = str(tmp_path)
+    tune = subprocess.run(
+        [sys.executable, "-m", "automl.cli", "tune", "--space", str(space), "--workers", "1"]
+        + ["--storage", with_password, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
+    assert tune.returncode == 0, tune.stderr[-3000:]
+    assert "warning: --storage holds a password" in tune.stderr
+    assert PASSWORD not in tune.stdout + tune.stderr
+    # The worker process read config.yaml (no password) and AUTOML_STORAGE (the supervisor's).
+    study = optuna.load_study(study_name="cells", storage=with_password)
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.COMPLETE
+    saved = tmp_path / "studies" / "cells" / "config.yaml"
+    assert load_config(saved).study.storage == url
+    assert (saved.stat().st_mode & 0o777) == 0o600
+    holding = [
+        p for p in tmp_path.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()
+    ]
+    assert holding == []
