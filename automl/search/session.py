@@ -14,6 +14,13 @@ one trial of a run's budget (:func:`trials_missing`), as in ``study.optimize(n_t
 a study whose trials keep failing still ends. A trial whose worker died stays RUNNING until the
 heartbeat fails it (``heartbeat.py``) and queues a retry, which then counts when it finishes.
 
+**The bound.** The rule is checked, then a trial is asked for, in two steps that are not one
+atomic operation of the storage: workers that check at the same moment, each seeing one trial
+left, each start one. So independent workers (``automl worker`` on one or many machines, or
+next to a ``tune``) can finish a study with up to ``workers - 1`` trials more than ``n_trials``,
+never more (each overshoots by at most its one last trial). The children of one
+``--workers``/``--gpus`` supervisor do not race: it counts the children it starts.
+
 This module imports no TensorFlow; :func:`optimize` does when it trains.
 """
 
@@ -200,7 +207,9 @@ def stop_at_n_trials(n_trials: int | None) -> list[Any]:
     """The callbacks that stop ``study.optimize`` by :func:`trials_to_start` (none: no limit).
 
     Checked after each trial of this process, with the trials of every worker sharing the
-    storage, so a worker that joins late does not push the study past ``n_trials``.
+    storage, so a worker that joins late does not push the study past ``n_trials``. Check and
+    next ask are not atomic: independent workers may overshoot by ``workers - 1`` trials at
+    most (module doc, "The bound").
     """
     if n_trials is None:
         return []

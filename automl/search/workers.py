@@ -10,7 +10,9 @@ cache, so this is cheap), runs exactly one trial through ``objective.Objective``
 of its GPU and host memory returns after every trial. A slot is refilled as soon as its child
 exits: workers pull trials asynchronously, with no batch barrier and no GPU idle while another
 trial finishes. A slot of ``--gpus`` gets ``CUDA_VISIBLE_DEVICES=<id>``: its worker sees only
-that GPU (memory growth on, see ``session.record_device``); ``--gpus 0,0,1,1`` runs two per GPU.
+that GPU, and sets up its device (memory growth) before it builds a model (``session.py``);
+``--gpus 0,0,1,1`` runs two per GPU. The supervisor itself never touches a GPU: it checks the
+pretrained weights in a process of its own that sees none (:func:`check_weights_apart`).
 The storage URL is never put on a child's command line (``ps`` would show its password) nor in
 the saved configuration: the child gets it, password included, in ``AUTOML_STORAGE``
 (``storage_url.child_environment``).
@@ -22,10 +24,15 @@ has passed (running trials finish). Like ``study.optimize(n_trials=remaining)`` 
 ``remaining`` children, but a child that died (killed, crashed) does not use one up: its trial is
 failed by the heartbeat sweep (which the supervisor also runs) and retried. A child that stops
 with automl's input/environment error (``errors.input_error_of``) stops the run with that error;
-a run of abnormal exits without progress stops it too.
+a run of abnormal exits without progress stops it too; either way once the children still running
+have finished their trials. A fault of the supervisor's own step (the storage unreachable for a
+moment, a full disk) is logged in one line naming the step and retried after a pause; only
+Ctrl-C and SIGTERM stop running children.
 
 **Worker** (``automl worker --study NAME``): joins an existing study and runs its trials until
-the study is done, or ``--max-trials``. On a machine without the study folder, ``--storage URL``
+the study is done, or ``--max-trials``. Independent workers check the stop rule and then ask for
+a trial in two steps, so together they may run up to ``workers - 1`` trials past ``n_trials``
+(``session.py``, "The bound"). On a machine without the study folder, ``--storage URL``
 fetches the resolved configuration the study stored (``study.publish_config``) and writes it
 locally; the data must be readable at the same paths (or a shared mount), and the splits must
 hash to the fingerprint the study stored.

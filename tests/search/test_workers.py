@@ -271,6 +271,65 @@ def test_a_fault_in_a_supervisor_step_is_logged_and_the_running_worker_goes_on(
     assert len(failed) == 3
 
 
+# `automl worker` as run_worker runs it, on the real data and journal, with a trivial objective
+# (a module standing in for search/objective.py, so no TensorFlow) and no device to set up.
+QUICK_RUN_WORKER = textwrap.dedent(
+    """
+    import sys, time, types
+    from pathlib import Path
+    fake = types.ModuleType("automl.search.objective")
+    class TrialFailed(Exception):
+        pass
+    class Objective:
+        def __init__(self, *args, **kwargs):
+            pass
+        def __call__(self, trial):
+            trial.set_user_attr("runner", sys.argv[2])
+            time.sleep(0.05)
+            return 0.5
+    fake.Objective, fake.TrialFailed = Objective, TrialFailed
+    sys.modules["automl.search.objective"] = fake
+    import automl.search.session
+    automl.search.session.setup_device = lambda config: {"gpus": 0}
+    from automl.search.workers import load_worker_config, run_worker
+    config = load_worker_config("cells", Path(sys.argv[1]), None)
+    print(run_worker(config))
+    """
+)
+
+
+def test_independent_workers_stop_by_the_rule_overshooting_by_at_most_workers_minus_one(
+    tmp_path: Path, data_root: Path
+) -> None:
+    n_trials, n_workers = 6, 3
+    config = load_config(study_file(tmp_path, data_root, n_trials=n_trials))
+    study = create_or_load(config)
+    config.save(paths_for(config).config)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", QUICK_RUN_WORKER, str(tmp_path / "studies"), str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n_workers)
+    ]
+    ran = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=180)  # a broken stop rule never ends
+            assert worker.returncode == 0, err[-3000:]
+            ran.append(int(out.split()[-1]))
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    trials = study.get_trials(deepcopy=False)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert n_trials <= len(trials) == sum(ran) <= n_trials + n_workers - 1
+    assert len({t.user_attrs["runner"] for t in trials}) > 1  # they really shared the study
+
+
 def test_heartbeat_settings_are_checked(tmp_path: Path, data_root: Path) -> None:
     space = study_file(tmp_path, data_root)
     with pytest.raises(ConfigError, match="grace_period=1 must be at least 2 x"):
