@@ -239,3 +239,44 @@ def test_a_heartbeat_that_fails_on_a_database_retries_and_lets_the_database_deci
     clock.advance(20)  # this process lost track, but the database holds a fresh beat
     check_heartbeat(trial)
     assert study.trials[0].state == TrialState.RUNNING
+
+
+def test_a_real_trial_whose_heartbeat_cannot_be_stored_stops_and_the_run_goes_on(
+    tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import make_folder_layout, write_study_yaml
+
+    from automl.config.schema import load_config
+    from automl.search.objective import Objective, TrialFailed
+    from automl.search.paths import paths_for
+    from automl.search.session import optimize_past_lapses, prepare_splits
+    from automl.search.storage import create_or_load
+
+    data = make_folder_layout(shared_data, tmp_path / "cells", per_class=6)
+    space = write_study_yaml(tmp_path / "cells.yaml", data, tmp_path / "studies", epochs="3")
+    config = load_config(space, ["study.heartbeat_interval=1", "study.grace_period=2"])
+    study = create_or_load(config)
+    storage = study._storage
+    storage.beats.sleep = lambda _seconds: None
+    beats = []
+
+    def beat_on_a_full_disk(trial_id: int) -> None:  # every beat's append fails; nothing else's
+        def write() -> None:
+            beats.append(trial_id)
+            raise OSError(28, "No space left on device")
+
+        storage.beats.beat(trial_id, write)
+
+    storage.record_heartbeat = beat_on_a_full_disk
+    objective = Objective(config, prepare_splits(config), paths_for(config).root)
+    with caplog.at_level(logging.WARNING, logger="automl.search"):
+        optimize_past_lapses(
+            study, objective, n_trials=1, timeout=None, catch=(TrialFailed,), callbacks=[]
+        )
+    trials = study.get_trials(deepcopy=False)
+    first = trials[0]
+    assert beats and first.state == TrialState.FAIL  # stopped itself, before its last epoch
+    assert len(first.intermediate_values) < 2 * 3  # 2 folds of 3 epochs: not all reported
+    (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == first.number]
+    assert retry.state == TrialState.WAITING  # queued once, by the trial's own sweep
+    assert "failed by another process while it ran" in caplog.text
