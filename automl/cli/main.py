@@ -683,7 +683,18 @@ def export_model(
     typer.echo(
         f"latency:  {result.latency_ms_per_image:.1f} ms per image on this machine (batch 1)"
     )
-    typer.echo("load it:  keras.saving.load_model(path) - raw RGB 0-255 in, probabilities out")
+    if result.threshold is None:
+        typer.echo(
+            "load it:  keras.saving.load_model(path) - raw RGB 0-255 in (any size), "
+            "probabilities out"
+        )
+    else:
+        typer.echo(
+            "load it:  keras.saving.load_model(path) - raw RGB 0-255 in (any size); outputs "
+            "'probs' and 'label' (class index: "
+            f"'{result.threshold.positive_class}' at p >= {result.threshold.threshold:.4f}, "
+            "the ensemble's decision threshold)"
+        )
 
 
 @app.command()

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 ON_UNREADABLE = ("error", "skip")
 
-_CACHE_VERSION = 2  # bump when decoding changes, so old cache entries are not reused
+_CACHE_VERSION = 3  # bump when decoding changes, so old cache entries are not reused
 _SHOWN = 3  # how many offending files or values an error message names
 
 
@@ -387,8 +387,12 @@ def open_decoded(path: Path, draft_size: int | None = None) -> Image.Image:
 
 
 def _decode_file(path: Path, image_size: int) -> np.ndarray:
-    """One image file as ``(s, s, 1)`` gray or ``(s, s, 3)`` RGB ``uint8``."""
-    return _resize(_to_gray_or_rgb(open_decoded(path, image_size)), image_size)
+    """One image file as ``(s, s, 1)`` gray or ``(s, s, 3)`` RGB ``uint8``.
+
+    Decoded at full size (no JPEG draft: its reduced-scale decoding is a resize that no exported
+    model can repeat on the pixels a user gives it; ``automl.nn.export`` repeats ``_resize``).
+    """
+    return _resize(_to_gray_or_rgb(open_decoded(path)), image_size)
 
 
 def _to_gray_or_rgb(image: Image.Image) -> Image.Image:
@@ -405,13 +409,20 @@ def _to_gray_or_rgb(image: Image.Image) -> Image.Image:
 
 
 def _resize(image: Image.Image, image_size: int) -> np.ndarray:
-    """An ``L`` or ``RGB`` image resized to ``(s, s, 1)`` or ``(s, s, 3)`` ``uint8`` pixels."""
-    if image.size != (image_size, image_size):
-        upscale = image.width < image_size or image.height < image_size
-        resample = Image.Resampling.BICUBIC if upscale else Image.Resampling.LANCZOS
-        image = image.resize((image_size, image_size), resample)
-    pixels = np.asarray(image)
-    return pixels if pixels.ndim == 3 else pixels[..., None]  # gray broadcasts to 3 channels
+    """An ``L`` or ``RGB`` image resized to ``(s, s, 1)`` or ``(s, s, 3)`` ``uint8`` pixels.
+
+    Antialiased Lanczos-3 both ways, computed in float per channel and rounded once: the one
+    resize of training, ``predict`` and the exported model, whose graph repeats it
+    (``automl.nn.export.resize_like_reader``; keep the two together). Pillow's 8-bit resize
+    would round between its two passes, which the graph cannot repeat.
+    """
+    if image.size == (image_size, image_size):
+        pixels = np.asarray(image)
+        return pixels if pixels.ndim == 3 else pixels[..., None]  # gray broadcasts to 3 channels
+    size = (image_size, image_size)
+    bands = [band.convert("F").resize(size, Image.Resampling.LANCZOS) for band in image.split()]
+    resized = np.stack([np.asarray(band) for band in bands], axis=-1)
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
 
 class _WidePixels(Exception):
