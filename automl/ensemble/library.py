@@ -8,6 +8,7 @@ scores and the decision threshold need, leaving out files that do not match the 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 import optuna
 
 from automl.errors import StudyError
-from automl.search.attrs import COLLAPSED, TRIAL_DIR
+from automl.search.attrs import COLLAPSED, FOLD_SCORES, TRIAL_DIR
+from automl.search.folds import fold_model_name
 from automl.search.storage import top_trials
 
 logger = logging.getLogger(__name__)
@@ -51,13 +53,16 @@ def trial_library(
 
     ``folder_of(number)`` finds a trial's folder on this machine (``study.artifacts_dir``); a
     worker on another machine recorded its own path in ``trial_dir``, the fallback. ``limit``
-    stops after that many trials. A trial without fold models is left out with a warning.
+    stops after that many trials. A trial without fold models is left out with a warning, and
+    so is a trial that lacks some of its fold models (the warning names the missing files):
+    its CV value describes all its folds, and an ensemble of fewer would pass unnoticed.
 
     Raises:
         StudyError: no completed trial has fold models.
     """
     members: list[Member] = []
     collapsed: list[int] = []
+    incomplete: list[int] = []
     for trial in top_trials(study, len(study.trials)):
         if limit is not None and len(members) >= limit:
             break
@@ -70,9 +75,18 @@ def trial_library(
             folder = folder_of(trial.number)
         else:
             folder = Path(trial.user_attrs.get(TRIAL_DIR, ""))
-        # Older versions saved to fold_<k>.tmp.keras first; a killed worker may have left one.
-        saved = [m for m in folder.glob("fold_*.keras") if not m.name.endswith(".tmp.keras")]
-        models = sorted(saved, key=lambda p: int(p.stem.split("_")[1]))
+        models, missing = _fold_models(folder, len(trial.user_attrs.get(FOLD_SCORES) or ()))
+        if missing:
+            # Its CV value is the mean over every fold: fewer models are another ensemble.
+            logger.warning(
+                "trial %d left out: %s lacks %s (a partial copy of the trial folder?); restore "
+                "them to make it a candidate",
+                trial.number,
+                folder,
+                ", ".join(fold_model_name(k) for k in missing),
+            )
+            incomplete.append(trial.number)
+            continue
         if not models:
             logger.warning("trial %d has no fold models in %s; left out", trial.number, folder)
             continue
@@ -86,12 +100,43 @@ def trial_library(
             "`automl show`); use study.metric: balanced_accuracy or macro_f1, class_weight: "
             "balanced, and run more trials."
         )
+    if not members and incomplete:
+        raise StudyError(
+            f"study '{study.study_name}': every completed trial with fold models lacks some of "
+            f"them (trials {', '.join(map(str, incomplete))}; the warnings above name the "
+            "files); restore the trial folders or run `automl tune` for more trials."
+        )
     if not members:
         raise StudyError(
             f"study '{study.study_name}' has no completed trial with saved fold models; run "
             "`automl tune` until at least one trial completes."
         )
     return members
+
+
+_FOLD_MODEL = re.compile(r"fold_(\d+)\.keras")
+
+
+def _fold_models(folder: Path, n_folds: int) -> tuple[list[Path], list[int]]:
+    """A trial's fold models in fold order, and the folds whose model is missing.
+
+    Only ``fold_<k>.keras`` (``search.folds.fold_model_name``) counts: any other file, such as
+    a stray ``fold_best.keras`` or an older version's ``fold_<k>.tmp.keras``, is not a fold
+    model. ``n_folds`` is how many folds the trial scored (its ``fold_scores``); 0 (unknown, an
+    older study) expects folds ``0..k`` for the highest ``k`` found.
+    """
+    found: dict[int, Path] = {}
+    for path in folder.glob("fold_*.keras"):
+        match = _FOLD_MODEL.fullmatch(path.name)
+        if match and path.is_file():
+            found[int(match.group(1))] = path
+        else:
+            logger.info("%s: not a fold model (fold_<k>.keras); ignored", path)
+    expected = n_folds or (max(found) + 1 if found else 0)
+    if not found:
+        return [], []
+    missing = [k for k in range(expected) if k not in found]
+    return [found[k] for k in sorted(found) if k < expected], missing
 
 
 def select_members(
