@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,42 @@ def _with_threshold(
 
 
 def image_ids(paths: Sequence[Path], root: Path) -> list[str]:
-    """Ids as the training loaders make them: path relative to ``root``, no extension."""
+    """Ids as the training loaders make them: path relative to ``root``, no extension.
+
+    Raises:
+        DataError: two files give one id (``a.png`` and ``a.jpg``): their rows could not be
+            told apart.
+    """
     if root.is_file():
         return [root.stem]
-    return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+    ids = [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+    first: dict[str, Path] = {}
+    for path, name in zip(paths, ids, strict=True):
+        if name in first:
+            raise DataError(
+                f"--input {root}: expected one image file per id (the file name without its "
+                f"extension, as in training), got {first[name].name} and {path.name} both as "
+                f"'{name}'; rename or move one of them."
+            )
+        first[name] = path
+    return ids
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any inference if ``out`` cannot be written (a folder, a missing drive...)."""
+    where = f"--out {out}"
+    if out.is_dir():
+        raise DataError(f"{where}: expected a CSV file name, got a folder; add a file name.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.name}.{os.getpid()}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(
+            f"{where}: expected a writable place for the predictions, got "
+            f"{type(exc).__name__}: {exc.strerror or exc}; pick another --out."
+        ) from exc
 
 
 def run_predict(
@@ -110,6 +143,8 @@ def run_predict(
             f"--input {input_path}: no image files (.jpg, .png, .tif, ...) found; "
             "check the folder."
         )
+    all_ids = image_ids(paths, input_path)  # before the work, as the checks below
+    _check_writable(out)
     models = ensemble.model_paths()  # before reading the images: a missing model fails fast
     images, failed = read_images(
         paths,
@@ -117,9 +152,13 @@ def run_predict(
         on_unreadable="skip" if skip_unreadable else "error",
         progress=progress,
     )
+    if len(images) == 0:
+        raise DataError(
+            f"--input {input_path}: expected readable images, got {len(failed)} image files "
+            f"and none of them readable (first: {failed[0]}); check the files' format."
+        )
     failed_set = {Path(p) for p in failed}
-    kept = [p for p in paths if p not in failed_set]
-    ids = image_ids(kept, input_path)
+    ids = [name for path, name in zip(paths, all_ids, strict=True) if path not in failed_set]
     weights = ensemble.model_weights()  # greedy selection's multiplicities; 1 in old manifests
     probabilities = predict_probabilities(models, images, tta=tta, progress=progress)
     result: Vote = vote(probabilities, ensemble.vote, weights)
