@@ -15,7 +15,11 @@ selection optimised, so it is optimistic) and on the hold-out (the honest estima
 is an :class:`~automl.ensemble.manifest.EnsembleResult`; everything goes to
 ``<study>/ensemble/``: ``ensemble.json`` (the result: members with weights and model paths, the
 selection curve, scores; what ``predict`` and ``export`` read, see ``manifest.py``), the
-hold-out confusion matrix as CSV and PNG, and the hold-out predictions CSV.
+hold-out confusion matrix as CSV and PNG, and the hold-out predictions CSV. The files are one
+set: written into a staging folder and swapped in whole, one ``ensemble`` per study at a time
+(``folder.py``); the study's attribute and dashboard note follow once the set is in place.
+The data must be what the study was tuned on (``splits.json``): the hold-out is drawn again
+from it, and changed data could put images the fold models trained on into it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +35,7 @@ import optuna
 
 from automl.config.schema import SELECTION_METHODS, Config, check_target_recall
 from automl.data.readers import ImageSet
+from automl.ensemble.folder import ensemble_lock, recover, staged_folder
 from automl.ensemble.library import Member, load_oof, trial_library
 from automl.ensemble.manifest import (
     MANIFEST,
@@ -97,9 +103,9 @@ def run_ensemble(
     Raises:
         ConfigError: ``selection`` is not a known method.
         StudyError: no completed trial has fold models, or (greedy) none has ``oof.npz``.
+        StudyError: the data changed since tuning (``splits.json`` differs), or another
+            ``automl ensemble`` of this study is running.
     """
-    from automl.search.session import prepare_splits
-
     method = vote_method or config.ensemble.vote
     chosen_by = selection or config.ensemble.selection
     if chosen_by not in SELECTION_METHODS:
@@ -107,8 +113,31 @@ def run_ensemble(
             f"selection must be one of {', '.join(SELECTION_METHODS)}, got {chosen_by!r}."
         )
     top_k = (top_k or config.ensemble.top_k) if chosen_by == "top_k" else None
+    paths = paths_for(config)
+    with ensemble_lock(paths.root, config.study.name):
+        recover(paths.ensemble)
+        return _run_ensemble(config, study, top_k, method, chosen_by, tta, progress)
+
+
+def _run_ensemble(
+    config: Config,
+    study: optuna.Study,
+    top_k: int | None,
+    method: str,
+    chosen_by: str,
+    tta: bool,
+    progress: bool,
+) -> EnsembleResult:
+    """:func:`run_ensemble` under the study's ensemble lock."""
+    from automl.search.session import prepare_splits
+
+    paths = paths_for(config)
     library = trial_library(study, lambda number: trial_folder(config, number))
     splits = prepare_splits(config, progress=progress)
+    if paths.splits.is_file():
+        # The hold-out is drawn again from the data: changed data may put images the fold
+        # models trained on into it. The same check as `tune` on resume.
+        splits.check_matches(paths.splits)
     names = tuple(splits.tuning.class_names)
     check_target_recall(config, len(names))
     oof = _Oof(splits.tuning.labels, names, load_oof(library, splits.tuning.ids, len(names)))
@@ -141,15 +170,19 @@ def run_ensemble(
         oof,
     )
     holdout = splits.holdout
+    scored: tuple[HoldoutScores, Vote] | None = None
     if holdout is None or len(holdout) == 0:
         logger.warning(
             "no hold-out set (holdout_fraction: 0 and no data.test): scored out-of-fold only"
         )
     else:
-        scores, ensemble_vote = _score_holdout(result, members, best, holdout, tta, progress)
-        result = replace(result, holdout=scores)
-        _write_holdout_files(config, result, scores.ensemble, holdout, ensemble_vote)
-    result.save(paths_for(config).ensemble / MANIFEST)
+        scored = _score_holdout(result, members, best, holdout, tta, progress)
+        result = replace(result, holdout=scored[0])
+    # The files are one set: written aside, swapped in whole (folder.py).
+    with staged_folder(paths.ensemble) as staging:
+        if scored is not None and holdout is not None:
+            _write_holdout_files(staging, config, result, scored[0].ensemble, holdout, scored[1])
+        result.save(staging / MANIFEST)
     study.set_user_attr(ENSEMBLE_ATTR, _short(result))
     save_ensemble_note(study, result)  # the study's note in optuna-dashboard
     return result
@@ -268,15 +301,14 @@ def _score_holdout(
 
 
 def _write_holdout_files(
+    out_dir: Path,
     config: Config,
     result: EnsembleResult,
     scores: Scores,
     holdout: ImageSet,
     ensemble_vote: Vote,
 ) -> None:
-    """The hold-out confusion matrix (CSV and PNG) and predictions CSV beside the manifest."""
-    out_dir = paths_for(config).ensemble
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """The hold-out confusion matrix (CSV and PNG) and predictions CSV into ``out_dir``."""
     names = list(result.class_names)
     write_confusion_matrix(
         out_dir / "confusion_matrix.csv",

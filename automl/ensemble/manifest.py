@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from automl.ensemble.folder import readable_folder
 from automl.ensemble.selection import SelectionStep
 from automl.ensemble.thresholds import Threshold
 from automl.errors import StudyError
@@ -365,7 +366,7 @@ class EnsembleResult:
         Raises:
             StudyError: there is no ensemble yet, or its file cannot be read.
         """
-        path = paths.ensemble / MANIFEST
+        path = readable_folder(paths.ensemble) / MANIFEST  # a swap cut short: the previous
         name = paths.root.name
         if not path.is_file():
             raise StudyError(
