@@ -9,6 +9,7 @@ with made-up ids checks the pinning (``CUDA_VISIBLE_DEVICES``) and the schedulin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -269,6 +270,70 @@ def test_a_fault_in_a_supervisor_step_is_logged_and_the_running_worker_goes_on(
         "device); 1 running worker(s) go on, trying again in 0 s"
     )
     assert len(failed) == 3
+
+
+def test_a_decision_to_stop_lets_the_running_worker_finish_its_trial_first(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slot 0's worker refuses its input at once; slot 1's is in the middle of a trial, which
+    # it finishes (released after 3 s) before the supervisor stops with slot 0's error.
+    space = study_file(tmp_path, data_root, n_trials=2)
+    config = load_config(space)
+    study = create_or_load(config)
+    release = tmp_path / "release"
+    refusing = (
+        "import os, sys, threading, time\n"
+        "if os.environ['AUTOML_WORKER_SLOT'] == '0':\n"
+        "    print('error: data.path: the folder went away', file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+        f"threading.Timer(3.0, lambda: open({str(release)!r}, 'w').close()).start()\n"
+    )
+    command = [sys.executable, "-c", refusing + HELD_WORKER, str(space), str(release)]
+    monkeypatch.setattr(automl.search.workers, "_worker_command", lambda _config: command)
+    with pytest.raises(StudyError, match=r"^worker 0: data.path: the folder went away$"):
+        supervise(config, study, [Slot(0), Slot(1)])
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    assert len(finished) == 1 and finished[0].value == 0.5  # not terminated mid-trial
+
+
+def test_sigterm_to_the_supervisor_stops_its_workers(tmp_path: Path, data_root: Path) -> None:
+    space = study_file(tmp_path, data_root, n_trials=1)
+    config = load_config(space)
+    study = create_or_load(config)
+    supervisor = textwrap.dedent(
+        f"""
+        import sys
+        import automl.search.workers as workers
+        from automl.config.schema import load_config
+        from automl.search.storage import create_or_load
+        command = [sys.executable, "-c", {HELD_WORKER!r}, {str(space)!r}, "never-released"]
+        workers._worker_command = lambda config: command
+        config = load_config({str(space)!r})
+        try:
+            workers.supervise(config, create_or_load(config), [workers.Slot(0)])
+        except KeyboardInterrupt:
+            sys.exit(130)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", supervisor], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not [t for t in study.get_trials() if WORKER_ATTR in t.user_attrs]:
+            assert time.monotonic() < deadline and process.poll() is None, "no worker started"
+            time.sleep(0.2)
+        (trial,) = [t for t in study.get_trials() if WORKER_ATTR in t.user_attrs]
+        child = int(trial.user_attrs[WORKER_ATTR].split(":")[1])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 130
+        with pytest.raises(ProcessLookupError):  # the worker was stopped (and reaped) too
+            os.kill(child, 0)
+    finally:
+        process.kill()
+        process.wait()
+        for t in study.get_trials():  # a worker left behind by a failed run of this test
+            if WORKER_ATTR in t.user_attrs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(t.user_attrs[WORKER_ATTR].split(":")[1]), signal.SIGKILL)
 
 
 # `automl worker` as run_worker runs it, on the real data and journal, with a trivial objective
