@@ -272,55 +272,30 @@ def optimize_past_lapses(
     trials left; any other error is raised.
     """
     started = time.monotonic()
-    done = 0
-    # The trial of this worker that ran last: its id, whether the objective ended by itself
-    # ("ended"), or stopped because the trial was failed elsewhere ("lapsed"), and whether
-    # Optuna's tell went through (its callbacks ran).
-    last: dict[str, Any] = {}
-    ended: tuple[type[BaseException], ...] = (optuna.TrialPruned, *catch)
-
-    def run(trial: optuna.Trial) -> Any:
-        last.update(trial_id=trial._trial_id, outcome=None, told=False)
-        try:
-            value = objective(trial)
-        except (optuna.exceptions.UpdateFinishedTrialError, HeartbeatLost):
-            last["outcome"] = "lapsed"
-            raise
-        except ended:
-            last["outcome"] = "ended"
-            raise
-        last["outcome"] = "ended"
-        return value
-
-    def count(_study: optuna.Study, _trial: FrozenTrial) -> None:
-        nonlocal done
-        done += 1
-        last["told"] = True
-
+    last = _LastTrial(objective, (optuna.TrialPruned, *catch))
     while True:
-        left = None if n_trials is None else n_trials - done
+        left = None if n_trials is None else n_trials - last.done
         remaining_time = None if timeout is None else timeout - (time.monotonic() - started)
         if (left is not None and left <= 0) or (
             remaining_time is not None and remaining_time <= 0
         ):
             return
-        last.clear()
         try:
             study.optimize(
-                run,
+                last.run,
                 n_trials=left,
                 timeout=remaining_time,
                 catch=catch,
-                callbacks=[count, *callbacks],  # count first: it marks the tell as done
+                callbacks=[last.told, *callbacks],  # first: it marks the tell as done
                 # The objective already clears the Keras session and collects after every
                 # trial; a second full collection would only cost time (~0.1-0.5 s with TF).
                 gc_after_trial=False,
             )
             return
         except Exception as error:
-            if not _failed_meanwhile(error, study, last):
+            if not last.failed_meanwhile(error, study):
                 raise
-            done += 1  # the lost trial used up one of this call's trials, as a failure does
+            last.done += 1  # the lost trial used up one of this call's trials, as a failure does
             logger.warning(
                 "A trial of this worker was failed by another process while it ran (its "
                 "heartbeat lapsed for longer than the grace period, e.g. on an overloaded "
@@ -329,24 +304,53 @@ def optimize_past_lapses(
             )
 
 
-def _failed_meanwhile(error: Exception, study: optuna.Study, last: dict[str, Any]) -> bool:
-    """True when ``error`` says that another process failed this worker's trial meanwhile."""
-    if last.get("outcome") == "lapsed":
-        return True
-    causes: list[BaseException] = []
-    cause: BaseException | None = error
-    while cause is not None and cause not in causes:  # Optuna's cleanup raises AssertionError
-        causes.append(cause)  # ("Should not reach") while handling the storage's error
-        cause = cause.__cause__ or cause.__context__
-    if any(isinstance(c, optuna.exceptions.UpdateFinishedTrialError) for c in causes):
-        return True
-    if last.get("outcome") != "ended" or last.get("told"):
-        return False  # the objective's own error, or one after the result was stored
-    try:
-        state = study._storage.get_trial(last["trial_id"]).state
-    except Exception:  # noqa: BLE001 - cannot tell: the original error is raised
-        return False
-    return state == TrialState.FAIL
+class _LastTrial:
+    """The trial this worker ran last: how its objective ended, and whether it was told."""
+
+    def __init__(self, objective: Any, ended: tuple[type[BaseException], ...]) -> None:
+        self.objective, self.ended = objective, ended
+        self.done = 0  # trials told (or lost) in this run
+        self.trial_id: int | None = None
+        # "ended": the objective returned or raised what Optuna records; "lapsed": it stopped
+        # because the trial was failed elsewhere; None: its own error (or none ran yet).
+        self.outcome: str | None = None
+        self.was_told = False  # Optuna's tell went through (its callbacks ran)
+
+    def run(self, trial: optuna.Trial) -> Any:
+        self.trial_id, self.outcome, self.was_told = trial._trial_id, None, False
+        try:
+            value = self.objective(trial)
+        except (optuna.exceptions.UpdateFinishedTrialError, HeartbeatLost):
+            self.outcome = "lapsed"
+            raise
+        except self.ended:
+            self.outcome = "ended"
+            raise
+        self.outcome = "ended"
+        return value
+
+    def told(self, _study: optuna.Study, _trial: FrozenTrial) -> None:
+        self.done += 1
+        self.was_told = True
+
+    def failed_meanwhile(self, error: Exception, study: optuna.Study) -> bool:
+        """True when ``error`` says that another process failed this trial meanwhile."""
+        if self.outcome == "lapsed":
+            return True
+        causes: list[BaseException] = []
+        cause: BaseException | None = error
+        while cause is not None and cause not in causes:  # Optuna's cleanup raises an
+            causes.append(cause)  # AssertionError ("Should not reach") on the storage's error
+            cause = cause.__cause__ or cause.__context__
+        if any(isinstance(c, optuna.exceptions.UpdateFinishedTrialError) for c in causes):
+            return True
+        if self.outcome != "ended" or self.was_told or self.trial_id is None:
+            return False  # the objective's own error, or one after the result was stored
+        try:
+            state = study._storage.get_trial(self.trial_id).state
+        except Exception:  # noqa: BLE001 - cannot tell: the original error is raised
+            return False
+        return state == TrialState.FAIL
 
 
 class TrialBar:
