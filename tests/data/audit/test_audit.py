@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -375,6 +377,53 @@ def test_write_reports_is_atomic_and_complete(planted, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "deep" / "out").iterdir()) == sorted(
         p.name for p in paths.values()
     )
+    written = json.loads(paths["json"].read_text())
+    assert written["images"] == result.summary["images"] and written["splits"]
+
+
+@pytest.mark.parametrize("failing", ["audit.csv", "audit.json", "audit.html"])
+def test_a_report_write_that_fails_midway_leaves_no_half_written_file(
+    planted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    _, _, result = planted
+    out = tmp_path / "out"
+    write_reports(result, out)  # the reports of an earlier audit
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    newer = dataclasses.replace(result, summary={**result.summary, "seconds": -1.0})
+    started: list[Path] = []
+
+    # A full disk halfway through one file: half its bytes reach the disk, then an error.
+    real_write, real_csv = Path.write_text, pd.DataFrame.to_csv
+
+    def half_then_fail(path: Path, text: str) -> None:
+        started.append(Path(path))
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    def write_text(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if self.name == failing or self.name.startswith(f".{failing}."):
+            half_then_fail(self, text)
+        return real_write(self, text, *args, **kwargs)
+
+    def to_csv(frame: pd.DataFrame, target: Any = None, *args: Any, **kwargs: Any) -> Any:
+        name = "" if target is None else Path(target).name
+        if name == failing or name.startswith(f".{failing}."):
+            half_then_fail(Path(target), real_csv(frame, None, *args, **kwargs))
+        return real_csv(frame, target, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_reports(newer, out)
+    monkeypatch.undo()
+
+    assert started and started[0].parent == out  # the failure did hit a half-written file
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before)  # no temporary or partial file left behind
+    assert after[failing] == before[failing]  # the earlier report, whole, not half a new one
+    json.loads(after["audit.json"])
+    pd.read_csv(out / "audit.csv")
 
 
 def test_duplicate_groups_merge_with_existing_groups() -> None:
