@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 if TYPE_CHECKING:  # SQLAlchemy is imported when a URL is first parsed
     from sqlalchemy.engine import URL
@@ -101,6 +101,10 @@ def scrub(text: str, url: str) -> str:
     return _SECRET_TEXT.sub(rf"\g<1>{MASK}", text)
 
 
+@overload
+def runtime_url(saved: str) -> str: ...
+@overload
+def runtime_url(saved: None) -> None: ...
 def runtime_url(saved: str | None) -> str | None:
     """The URL to connect with: ``saved``, or :data:`STORAGE_ENV` when it names the same database.
 

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from automl.errors import StudyError
@@ -68,7 +68,7 @@ class JournalRepair:
     backup: Path | None  # None: nothing was wrong, nothing written
     dropped_bytes: int = 0  # torn bytes removed in all
     dropped_lines: tuple[int, ...] = ()  # lines removed whole (no complete record in them)
-    salvaged_lines: tuple[int, ...] = field(default=())  # lines whose appended record was kept
+    salvaged_lines: tuple[int, ...] = ()  # lines whose appended record was kept
 
 
 def find_damage(journal: Path) -> JournalDamage | None:

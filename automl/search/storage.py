@@ -107,7 +107,7 @@ def open_storage(config: Config) -> optuna.storages.BaseStorage:
                 raise
             raise error from exc
     return connect_url(
-        runtime_url(study.storage) or study.storage,
+        runtime_url(study.storage),
         heartbeat_interval=study.heartbeat_interval,
         grace_period=study.grace_period,
         stale_trial_callback=retry,
@@ -247,7 +247,7 @@ def create_or_load(config: Config) -> optuna.Study:
     except Exception as exc:  # noqa: BLE001 - any storage failure is an environment error
         reason = _first_line(exc)
         if config.study.storage is not None:
-            reason = scrub(reason, runtime_url(config.study.storage) or config.study.storage)
+            reason = scrub(reason, runtime_url(config.study.storage))
         raise StudyError(
             f"study.storage: cannot open {shown}: {type(exc).__name__}: {reason}; "
             "check the URL, the server and the credentials."
