@@ -223,8 +223,12 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(found), sorted(hidden)
 
 
-def _check_utf8_names(paths: Sequence[Path], where: str) -> None:
-    """Refuse file names that are not UTF-8: they would fail every report written later."""
+def check_utf8_names(paths: Sequence[Path], where: str) -> None:
+    """Refuse file names that are not UTF-8: they would fail every report written later.
+
+    Raises:
+        DataError: naming the files (their bytes shown as ``\\xe9``) and the fix: rename them.
+    """
     bad = [path for path in paths if not _is_utf8(str(path))]
     if bad:
         shown = ", ".join(
@@ -603,7 +607,7 @@ def _folder_files(source: DataSource, where: str) -> SourceFiles:
             )
         paths.extend(files)
         labels.extend([label] * len(files))
-    _check_utf8_names(paths, where)
+    check_utf8_names(paths, where)
     ids = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
     _check_unique_ids(
         ids, f"{where}.path", "rename one of the files that differ only in extension"
@@ -659,7 +663,7 @@ def _csv_files(source: DataSource, where: str) -> SourceFiles:
     labels = np.array([index[v] if ok else -1 for v, ok in zip(raw_labels, labeled, strict=True)])
     groups = table[source.group_column].astype(str).tolist() if source.group_column else None
     paths = [root / f"{image_id}{source.extension}" for image_id in ids]
-    _check_utf8_names(paths, where)
+    check_utf8_names(paths, where)
     missing = [path for path in paths if not path.is_file()]
     if missing:
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
