@@ -358,6 +358,10 @@ QUICK_RUN_WORKER = textwrap.dedent(
     automl.search.session.setup_device = lambda config: {"gpus": 0}
     from automl.search.workers import load_worker_config, run_worker
     config = load_worker_config("cells", Path(sys.argv[1]), None)
+    ready = Path(sys.argv[1]) / f"ready-{sys.argv[2]}"  # start together: all imports done
+    ready.touch()
+    while len(list(ready.parent.glob("ready-*"))) < int(sys.argv[3]):
+        time.sleep(0.01)
     print(run_worker(config))
     """
 )
@@ -372,7 +376,14 @@ def test_independent_workers_stop_by_the_rule_overshooting_by_at_most_workers_mi
     config.save(paths_for(config).config)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", QUICK_RUN_WORKER, str(tmp_path / "studies"), str(i)],
+            [
+                sys.executable,
+                "-c",
+                QUICK_RUN_WORKER,
+                str(tmp_path / "studies"),
+                str(i),
+                str(n_workers),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
