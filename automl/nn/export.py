@@ -7,7 +7,9 @@ antialiased Lanczos-3 filter into ``uint8`` pixels; the graph applies the same f
 (``Resizing(interpolation="lanczos3", antialias=True)``) and rounds to whole 0-255 values
 (:func:`resize_like_reader`). The two differ by float rounding only (Pillow rounds between its
 horizontal and vertical pass), so ``automl predict`` and the exported model give the same
-probabilities up to that rounding (the test checks it on real images of other sizes).
+probabilities up to that rounding (the test checks it on real images of other sizes). Like the
+reader, it expects pixels the right way up: apply a photo's EXIF orientation first
+(``PIL.ImageOps.exif_transpose``), as the reader does.
 
 It then runs every fold model once and averages their class probabilities with the members'
 weights: a fold model of weight ``w`` enters the ``Average`` layer ``w`` times, which gives the
