@@ -491,7 +491,7 @@ def check_weights_apart(config: Config) -> None:
         return
     process = subprocess.Popen(
         [sys.executable, "-m", "automl.search.workers", _CHECK_WEIGHTS],
-        env={**os.environ, **NO_GPU_ENV},
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, **NO_GPU_ENV},  # quiet, as the CLI
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
