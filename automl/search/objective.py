@@ -35,7 +35,8 @@ replaying the fold's reports and training only the rest (``reused_folds``).
 **Ctrl+C** (``KeyboardInterrupt``) in a trial leaves it as a dead worker would: its folder keeps
 the folds it finished, and its parameters are queued again with the same retry attributes
 (:func:`queue_retry_of_interrupted`) before Optuna fails it, so the resumed study runs that
-retry first and takes the finished folds over, as after a ``kill -9``.
+retry first and takes the finished folds over, as after a ``kill -9``. A Ctrl+C that Python
+swallowed (raised inside a weakref callback) is raised again after the epoch (:class:`CtrlC`).
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -158,6 +162,7 @@ class Objective:
         self.stride = config.space.max_epochs()
         # Metric and latency: the trial returns both and is never pruned.
         self.multi_objective = config.study.latency_objective
+        self.ctrl_c = CtrlC()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         """Train and score every fold; the mean fold score (and latency with two objectives).
@@ -171,7 +176,8 @@ class Objective:
         state: str | None = None  # None: an unexpected error, left as Optuna records it
         interrupted = False
         try:
-            value = self._run_halving_on_oom(trial, run)
+            with self.ctrl_c:
+                value = self._run_halving_on_oom(trial, run)
             state = "complete"
         except optuna.TrialPruned:
             state = "pruned"
@@ -187,6 +193,8 @@ class Objective:
             self._clean_up(trial, run, state, memory)
             if interrupted:  # after the clean-up: the folder holds what the retry takes over
                 queue_retry_of_interrupted(trial, run.out_dir)
+        if self.ctrl_c.requested:  # swallowed after the last epoch's check: keep it, then stop
+            trial.study.stop()
         return value
 
     def _start(self, trial: optuna.Trial) -> _Run:
@@ -327,6 +335,7 @@ class Objective:
             # A trial whose heartbeat lapsed past the grace period stops here (heartbeat.py),
             # rather than train on while another worker retries it.
             check_heartbeat(trial)
+            self.ctrl_c.check()
             if self.on_epoch is not None:
                 self.on_epoch(EpochStatus(trial.number, fold, n_folds, epoch, epochs, score))
             return self._report(trial, fold, epoch, score) and trial.should_prune()
@@ -414,6 +423,46 @@ class Objective:
             train_indices=self.splits.folds[0][0],
             augment=run.params["augment"],
         )
+
+
+class CtrlC:
+    """While a trial runs: Ctrl+C raises ``KeyboardInterrupt`` at once, and again at the end
+    of the epoch if Python swallowed it.
+
+    Python delivers Ctrl+C as a ``KeyboardInterrupt`` wherever the main thread happens to be;
+    inside a weakref or ``__del__`` callback (frequent while Keras trains) it is only printed
+    ("Exception ignored in ...") and training goes on, so a worker would ignore its Ctrl+C.
+    :meth:`check` (called after every epoch) raises it again from ordinary code. Where SIGINT
+    is ignored (a process started in the background) nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlC:
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():  # signals reach it only
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def check(self) -> None:
+        """Raise the ``KeyboardInterrupt`` of a Ctrl+C that was swallowed."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if callable(self._previous):  # Python's own handler raises KeyboardInterrupt
+            self._previous(signum, frame)
+        raise KeyboardInterrupt
 
 
 def queue_retry_of_interrupted(trial: optuna.Trial, out_dir: Path) -> None:

@@ -270,3 +270,92 @@ def test_ctrl_c_in_fold_2_is_resumed_with_fold_1_taken_over(
             oof["probabilities"][prepare_splits(config).folds[0][1]], fold_0
         )
     assert leaderboard_rows(result.study)[0].fail_reason.startswith("interrupted (Ctrl+C)")
+
+
+def test_a_ctrl_c_that_python_swallowed_still_stops_the_trial_at_the_end_of_its_epoch(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import automl.search.objective
+    from automl.search.tune import run_tune
+
+    config = load_config(
+        write_study_yaml(tmp_path / "s.yaml", data_root, tmp_path / "studies", n_trials=1)
+    )
+    fit_fold = automl.search.objective.fit_fold
+    folds_started: list[int] = []
+    swallowed: list[int] = []
+
+    def ctrl_c_swallowed_in_the_second_fold(*args, **kwargs):
+        folds_started.append(kwargs["seed"])
+        hook = kwargs["on_epoch"]
+
+        def on_epoch(epoch: int, score: float) -> bool:
+            if len(folds_started) == 2 and not swallowed:
+                # What Python does with a KeyboardInterrupt raised inside a weakref callback
+                # (frequent while Keras trains): "Exception ignored in ...", and on it goes.
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                    sum(range(1000))  # the handler runs between bytecodes
+                except KeyboardInterrupt:
+                    swallowed.append(epoch)
+            return hook(epoch, score)
+
+        kwargs["on_epoch"] = on_epoch
+        return fit_fold(*args, **kwargs)
+
+    monkeypatch.setattr(automl.search.objective, "fit_fold", ctrl_c_swallowed_in_the_second_fold)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(config, progress=False)
+    assert swallowed == [0]
+    stopped, queued = create_or_load(config).get_trials(deepcopy=False)
+    assert "interrupted (Ctrl+C) with 1 fold(s) finished" in stopped.user_attrs["fail_reason"]
+    # Stopped right after the swallowed Ctrl+C: fold 1 reported none of its epochs.
+    assert max(stopped.intermediate_values) < config.space.max_epochs()
+    assert queued.user_attrs["retry_of"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_ctrl_c_of_a_tune_with_workers_queues_the_running_trial_with_its_finished_fold(
+    tmp_path: Path, data_root: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from automl.search.tune import run_tune
+
+    space = write_study_yaml(
+        tmp_path / "s.yaml", data_root, tmp_path / "studies", n_trials=1, epochs="6"
+    )
+    # A process group of its own, as in a terminal: Ctrl-C reaches the supervisor and its worker.
+    tune = subprocess.Popen(
+        [sys.executable, "-m", "automl.cli", "tune", "--space", str(space), "--workers", "1"]
+        + ["--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    trials = tmp_path / "studies" / "cells" / "trials"
+    deadline = time.monotonic() + 240
+    while not list(trials.glob("*/fold_0.npz")):  # the first of two folds is finished
+        assert tune.poll() is None and time.monotonic() < deadline, tune.communicate()
+        time.sleep(0.05)
+    os.killpg(tune.pid, signal.SIGINT)
+    _, err = tune.communicate(timeout=120)
+    assert tune.returncode == 130, err[-3000:]
+
+    config = load_config(space)
+    stopped, queued = create_or_load(config).get_trials(deepcopy=False)
+    assert "interrupted (Ctrl+C) with 1 fold(s) finished" in stopped.user_attrs["fail_reason"]
+    assert queued.state == optuna.trial.TrialState.WAITING
+    assert queued.user_attrs["retry_of"] == 0
+
+    result = run_tune(config, progress=False)  # the same command again, in this process
+    retry = result.study.trials[1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["reused_folds"] == [0]
