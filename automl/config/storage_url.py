@@ -12,8 +12,9 @@ either to a file and never shows either:
 - :func:`without_password` is what a file keeps (``config.yaml``).
 - :func:`runtime_url` is what a process connects with: the saved URL, or the same URL with its
   password from the environment variable :data:`STORAGE_ENV` (``AUTOML_STORAGE``). Without
-  either, the driver's own ``PGPASSWORD`` or ``~/.pgpass`` (libpq reads them when the URL has
-  no password; MySQL drivers have ``~/.my.cnf``) supplies it.
+  either, PostgreSQL's driver reads its own ``PGPASSWORD`` or ``~/.pgpass`` (libpq does when
+  the URL has no password); MySQL's drivers read no such file by default, so there the
+  password comes through ``AUTOML_STORAGE``.
 
 The password therefore reaches a worker through its environment, never through ``argv``
 (``ps`` shows every user the command lines of every process) or a file of the study.
