@@ -211,3 +211,30 @@ def test_grouped_holdout_keeps_every_class_where_the_first_cut_would_not(
     same = make_splits(cells, None, n_folds=2, holdout_fraction=0.25, seed=kept[0])
     assert same.holdout is not None
     assert sorted(same.holdout.ids) == sorted(cells.ids[firsts[kept[0]][1]])
+
+
+def test_grouped_folds_that_still_miss_a_class_are_refused(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cells = chula_grouped(shared_data, tmp_path, {"normal_cell": 4, "teardrop": 2})
+
+    class Unlucky:
+        """Deals whole groups out as a greedy splitter can: both teardrop fields in fold 0."""
+
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def split(self, x: np.ndarray, labels: np.ndarray, groups: np.ndarray):
+            teardrop = set(groups[labels == 1])
+            normal = sorted(set(groups) - teardrop)
+            first = np.isin(groups, [*teardrop, *normal[:2]])
+            yield np.flatnonzero(~first), np.flatnonzero(first)
+            yield np.flatnonzero(first), np.flatnonzero(~first)
+
+    monkeypatch.setattr("automl.data.splits.StratifiedGroupKFold", Unlucky)
+    with pytest.raises(
+        DataError,
+        match=r"data\.n_folds=2: grouped fold 0 has no image of class 'teardrop' in its "
+        r"training part .* use fewer folds or add images of that class from other groups\.",
+    ):
+        make_splits(cells, None, n_folds=2, holdout_fraction=0.0, seed=0)
