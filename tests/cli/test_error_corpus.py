@@ -39,14 +39,14 @@ def _folder_with(shared_data: Path, root: Path, extra: dict[str, bytes]) -> Path
 Case = tuple[str, list[str], list[str], type[AutoMLError]]
 
 
-def _non_utf8_folder(shared_data: Path, root: Path) -> Path:
+def _non_utf8_folder(shared_data: Path, root: Path) -> Path | None:
     data = make_folder_layout(shared_data, root / "latin1", per_class=6)
     real = next((data / "Eosinophil").glob("*.jpg"))
     try:
         with open(os.fsencode(data / "Lymphocyte") + b"/caf\xe9.jpg", "wb") as handle:
             handle.write(real.read_bytes())
     except (OSError, UnicodeError):  # a file system that stores UTF-8 names only
-        pass  # the case then reads as valid data, and its test says so
+        return None
     return data
 
 
@@ -192,7 +192,7 @@ def _cases(shared_data: Path, root: Path) -> dict[str, Case]:
             ConfigError,
         ),
         "file name not in UTF-8": (
-            folder.format(latin1) + SPACE,
+            folder.format(latin1) + SPACE if latin1 else "",
             [],
             ["data.path: expected file and folder names in UTF-8", "caf\\xe9.jpg", "rename"],
             DataError,
@@ -251,6 +251,8 @@ def test_each_promised_error_is_one_line_exit_2_and_writes_nothing(
     cases: dict, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text, extra, fragments, raised = cases[name]
+    if not text:
+        pytest.skip("this file system refuses names that are not UTF-8")
     # No cached ImageNet weights: the offline case must really try the download.
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     space = tmp_path / "study.yaml"
