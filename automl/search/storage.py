@@ -55,7 +55,12 @@ from automl.search.attrs import (
     SPLITS_ATTR,
     TrialSummary,
 )
-from automl.search.heartbeat import HeartbeatJournalStorage, RetryStaleTrial, journal_lock
+from automl.search.heartbeat import (
+    HeartbeatJournalStorage,
+    HeartbeatRDBStorage,
+    RetryStaleTrial,
+    journal_lock,
+)
 from automl.search.journal import check_journal, damage_error
 from automl.search.paths import CONFIG_FILE, StudyPaths, paths_for
 from automl.search.pruning import FirstFoldPruner, rung_options
@@ -132,6 +137,8 @@ def connect_url(url: str, **heartbeat: Any) -> optuna.storages.RDBStorage:
     try:
         with warnings.catch_warnings():  # heartbeat_interval is still marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if kwargs:  # beats that survive a database blip, as the journal's do
+                return HeartbeatRDBStorage(url, **kwargs)
             return optuna.storages.RDBStorage(url, **kwargs)
     except ImportError as exc:
         raise StudyError(

@@ -113,3 +113,14 @@ def test_load_study_names_the_studies_it_knows(tmp_path: Path) -> None:
     assert study.study_name == "cells" and loaded.study.directory == config.study.directory
     with pytest.raises(StudyError, match=r"known studies in .*: cells\. Run `automl tune"):
         load_study("other", tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_database_study_gets_beats_that_survive_a_blip(tmp_path: Path) -> None:
+    from automl.search.heartbeat import HeartbeatRDBStorage
+    from automl.search.storage import open_storage
+
+    config = _config(tmp_path / "studies", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    storage = open_storage(config)
+    assert isinstance(storage, HeartbeatRDBStorage)
+    assert storage.get_heartbeat_interval() == config.study.heartbeat_interval
