@@ -226,6 +226,8 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
 def check_utf8_names(paths: Sequence[Path], where: str) -> None:
     """Refuse file names that are not UTF-8: they would fail every report written later.
 
+    ``where`` names what gave the files (``data.path``, ``--input``).
+
     Raises:
         DataError: naming the files (their bytes shown as ``\\xe9``) and the fix: rename them.
     """
@@ -236,7 +238,7 @@ def check_utf8_names(paths: Sequence[Path], where: str) -> None:
         )
         more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
         raise DataError(
-            f"{where}.path: expected file and folder names in UTF-8, found {len(bad)} that are "
+            f"{where}: expected file and folder names in UTF-8, found {len(bad)} that are "
             f"not: {shown}{more}; rename them (e.g. convmv -f latin1 -t utf8 -r --notest "
             "FOLDER), since ids, predictions and reports are written as UTF-8."
         )
@@ -607,7 +609,7 @@ def _folder_files(source: DataSource, where: str) -> SourceFiles:
             )
         paths.extend(files)
         labels.extend([label] * len(files))
-    check_utf8_names(paths, where)
+    check_utf8_names(paths, f"{where}.path")
     ids = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
     _check_unique_ids(
         ids, f"{where}.path", "rename one of the files that differ only in extension"
@@ -663,7 +665,7 @@ def _csv_files(source: DataSource, where: str) -> SourceFiles:
     labels = np.array([index[v] if ok else -1 for v, ok in zip(raw_labels, labeled, strict=True)])
     groups = table[source.group_column].astype(str).tolist() if source.group_column else None
     paths = [root / f"{image_id}{source.extension}" for image_id in ids]
-    check_utf8_names(paths, where)
+    check_utf8_names(paths, f"{where}.path")
     missing = [path for path in paths if not path.is_file()]
     if missing:
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from automl.config.schema import Config
-from automl.data.readers import list_image_files, read_images
+from automl.data.readers import check_utf8_names, list_image_files, read_images
 from automl.ensemble.build import load_manifest
 from automl.ensemble.outputs import kaggle_frame, predictions_frame
 from automl.ensemble.thresholds import Cutoff, apply_threshold
@@ -143,6 +143,7 @@ def run_predict(
             f"--input {input_path}: no image files (.jpg, .png, .tif, ...) found; "
             "check the folder."
         )
+    check_utf8_names(paths, f"--input {input_path}")  # the CSV is UTF-8: refuse before the work
     all_ids = image_ids(paths, input_path)  # before the work, as the checks below
     _check_writable(out)
     models = ensemble.model_paths()  # before reading the images: a missing model fails fast

@@ -3,6 +3,7 @@ one id, nothing readable, an ``--out`` it cannot write."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -101,3 +102,21 @@ def test_an_unwritable_out_fails_before_any_inference(
     result = _predict(ensembled, tmp_path / "new", tmp_path / "ok" / "p.csv")
     assert result.exit_code == 0, result.output
     assert no_inference == ["read", "predict"]
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_reading(
+    ensembled: Path, shared_data: Path, tmp_path: Path, no_inference: list[str]
+) -> None:
+    folder = tmp_path / "new"
+    first = _crops(shared_data, folder)[0]
+    latin1 = os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"))
+    try:
+        os.rename(first, latin1)
+    except (OSError, UnicodeError) as error:  # a file system that stores UTF-8 names only
+        pytest.skip(f"this file system refuses non-UTF-8 names ({error})")
+    out = tmp_path / "p.csv"
+    result = _predict(ensembled, folder, out)
+    assert result.exit_code == 2, result.output
+    assert "expected file and folder names in UTF-8, found 1" in result.stderr
+    assert "caf\\xe9.jpg" in result.stderr and "rename" in result.stderr
+    assert no_inference == [] and not out.exists()
