@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,18 @@ def test_ctrl_c_in_fold_2_is_resumed_with_fold_1_taken_over(
     assert leaderboard_rows(result.study)[0].fail_reason.startswith("interrupted (Ctrl+C)")
 
 
+@pytest.fixture
+def terminal_ctrl_c() -> Iterator[None]:
+    """Ctrl+C raises KeyboardInterrupt, as in a terminal, also where the test runner ignores
+    SIGINT (pytest-xdist's workers do, and their children inherit that)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_a_ctrl_c_that_python_swallowed_still_stops_the_trial_at_the_end_of_its_epoch(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,6 +330,7 @@ def test_a_ctrl_c_that_python_swallowed_still_stops_the_trial_at_the_end_of_its_
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_ctrl_c_of_a_tune_with_workers_queues_the_running_trial_with_its_finished_fold(
     tmp_path: Path, data_root: Path
 ) -> None:
