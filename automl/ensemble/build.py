@@ -49,7 +49,7 @@ from automl.ensemble.manifest import (
 from automl.ensemble.note import save_ensemble_note
 from automl.ensemble.outputs import predictions_frame
 from automl.ensemble.selection import Selection, greedy_selection, top_k_selection
-from automl.ensemble.thresholds import Threshold, choose_threshold, rates_at
+from automl.ensemble.thresholds import Threshold, choose_threshold, positive_class, rates_at
 from automl.ensemble.voting import Vote, vote
 from automl.errors import ConfigError, StudyError
 from automl.files import write_frame_csv
@@ -422,7 +422,7 @@ def _oof_vote(members: list[Member], oof: dict[int, np.ndarray], method: str) ->
 def _threshold(
     config: Config, names: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray
 ) -> Threshold:
-    positive = config.ensemble.positive_class or names[1]
+    positive = positive_class(names, config.ensemble.positive_class)
     if positive not in names:
         raise StudyError(
             f"{config.source}: ensemble.positive_class must be one of {list(names)}, "

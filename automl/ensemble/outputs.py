@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automl.ensemble.thresholds import positive_class as positive
 from automl.ensemble.voting import Vote
 from automl.errors import ConfigError
 
@@ -77,7 +78,7 @@ def kaggle_frame(
             f"got {positive_class!r}; pick one of those."
         )
     if len(names) == 2:
-        positive_index = 1 if positive_class is None else names.index(positive_class)
+        positive_index = names.index(positive(names, positive_class))
         label: Any = vote.probabilities[:, positive_index].astype(np.float64)
     else:
         if positive_class is not None:

@@ -15,6 +15,7 @@ from automl.data.readers import check_utf8_names, list_image_files, read_images
 from automl.ensemble.build import load_manifest
 from automl.ensemble.outputs import kaggle_frame, predictions_frame
 from automl.ensemble.thresholds import Cutoff, apply_threshold
+from automl.ensemble.thresholds import positive_class as positive
 from automl.ensemble.voting import Vote, vote, votes_for
 from automl.errors import DataError
 from automl.files import write_frame_csv
@@ -167,7 +168,7 @@ def run_predict(
     chosen = (
         (ensemble.threshold.cutoff if ensemble.threshold else None)
         if threshold is None
-        else Cutoff(positive_class or config.ensemble.positive_class or names[-1], threshold)
+        else Cutoff(positive(names, positive_class or config.ensemble.positive_class), threshold)
     )
     if chosen is not None and use_threshold:
         result = _with_threshold(result, probabilities, names, chosen, weights)

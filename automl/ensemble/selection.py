@@ -291,12 +291,22 @@ class _Scorer:
     """The study metric of a vote, fast: bincounts for labels, ranks for ROC AUC.
 
     Matches :func:`automl.metrics.score_predictions` (scikit-learn's definitions) up to float
-    rounding: tests compare the two.
+    rounding: tests compare the two. A metric it has no formula for is refused, never scored
+    by another one's.
     """
 
+    FROM_LABELS = ("accuracy", "balanced_accuracy", "macro_f1")
+    FROM_PROBABILITIES = ("roc_auc",)
+
     def __init__(self, metric: str, labels: np.ndarray, n_classes: int) -> None:
+        if metric not in self.FROM_LABELS + self.FROM_PROBABILITIES:
+            raise ValueError(
+                f"greedy selection cannot score metric {metric!r}: it computes only "
+                f"{', '.join(self.FROM_LABELS + self.FROM_PROBABILITIES)}; add its formula to "
+                "ensemble.selection._Scorer or use `--selection top_k`."
+            )
         self.metric = metric
-        self.needs_probabilities = metric == "roc_auc"
+        self.needs_probabilities = metric in self.FROM_PROBABILITIES
         self._y = labels
         self._n_classes = n_classes
         self._true_counts = np.bincount(labels, minlength=n_classes)
@@ -311,6 +321,8 @@ class _Scorer:
         if self.metric == "balanced_accuracy":
             present = self._true_counts > 0
             return float(np.mean(hits[present] / self._true_counts[present]))
+        if self.metric != "macro_f1":
+            raise ValueError(f"metric {self.metric!r} is not computed from predicted labels.")
         # macro F1 over the classes true or predicted (scikit-learn's default label set):
         # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (n_true + n_predicted).
         denominator = self._true_counts + np.bincount(predicted, minlength=self._n_classes)

@@ -8,12 +8,21 @@ hold-out stays untouched for scoring the choice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import precision_score, recall_score
+
+
+def positive_class(class_names: Sequence[str], chosen: str | None = None) -> str:
+    """The positive class of a binary task: ``chosen`` if set, else the second class.
+
+    The one rule (README: ``ensemble.positive_class``, default the second class) used by the
+    decision threshold, ``predict --threshold`` and the Kaggle file's probability column.
+    """
+    return chosen if chosen is not None else class_names[1]
 
 
 @dataclass(frozen=True)

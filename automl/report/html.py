@@ -43,6 +43,7 @@ from automl.console import show_value
 from automl.ensemble.build import load_manifest
 from automl.ensemble.manifest import EnsembleResult, HoldoutScores, Scores
 from automl.ensemble.outputs import PROBABILITY_PREFIX
+from automl.ensemble.thresholds import positive_class
 from automl.errors import StudyError
 from automl.files import atomic_write_text
 from automl.metrics import METRICS
@@ -469,7 +470,8 @@ def _roc_section(
 ) -> Section:
     truth = frame["true_label"].astype(str).to_numpy()
     if len(names) == 2:
-        positive = ensemble.threshold.positive_class if ensemble.threshold else names[1]
+        chosen = ensemble.threshold.positive_class if ensemble.threshold else None
+        positive = positive_class(names, chosen)
         curves: Sequence[str] = [positive]
         caption = f"ROC of the ensemble's probability of '{positive}' on the hold-out."
     else:

@@ -221,6 +221,23 @@ def test_bad_arguments_are_rejected(kwargs: dict, message: str) -> None:
         greedy_selection(probabilities, **arguments)
 
 
+def test_every_study_metric_has_a_greedy_formula_and_a_new_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from automl.ensemble import selection
+
+    computed = selection._Scorer.FROM_LABELS + selection._Scorer.FROM_PROBABILITIES
+    assert set(METRICS) <= set(computed), "a study metric greedy selection cannot score"
+    # Two trials, three images: a metric added to METRICS without a formula is refused by
+    # name, never scored as macro-F1.
+    stack = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [[0.7, 0.3], [0.4, 0.6], [0.3, 0.7]]])
+    monkeypatch.setattr(selection, "METRICS", (*METRICS, "log_loss"))
+    with pytest.raises(ValueError, match="greedy selection cannot score metric 'log_loss'"):
+        greedy_selection(
+            stack, np.array([0, 1, 1]), [0, 1], [0.9, 0.8], metric="log_loss", vote_method="soft"
+        )
+
+
 def test_a_large_library_takes_seconds() -> None:
     # 30 trials x 16,000 out-of-fold samples x 12 classes, ROC AUC (the slowest metric); on a
     # shared 2-core machine the full 50 steps take ~6 s, so 10 steps should be well under 15 s.

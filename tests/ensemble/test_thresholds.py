@@ -34,3 +34,10 @@ def test_no_positive_sample_is_an_error() -> None:
             positive_class="b",
             target_recall=0.9,
         )
+
+
+def test_one_positive_class_rule_the_second_class_unless_chosen() -> None:
+    from automl.ensemble.thresholds import positive_class
+
+    assert positive_class(("normal", "tumour")) == "tumour"  # README: default the second class
+    assert positive_class(("normal", "tumour"), "normal") == "normal"
