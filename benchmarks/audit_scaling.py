@@ -8,8 +8,9 @@ now uses random-projection trees (``automl/data/audit/neighbours.py``). This scr
 ``bccd_wbc_crops``, plus rotated, flipped and resized variants of the chula crops to make up the
 number), then times, on a random 17,000 of them and on all 68,000:
 
-- ``trees``: the audit's candidate search (``audit._neighbour_candidates``: PCA to 24 dimensions
-  and 5 neighbours per histogram, 3 histograms);
+- ``trees``: the audit's candidate search (``_neighbour_candidates`` in
+  ``automl/data/audit/checks.py``: PCA to 24 dimensions and 5 neighbours per histogram, 3
+  histograms);
 - ``brute``: the previous search (PCA of the colour histogram to 32 dimensions, 6 neighbours by
   ``NearestNeighbors``, which chooses brute force there), on one histogram only.
 

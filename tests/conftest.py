@@ -161,7 +161,7 @@ ensemble:
     return path
 
 
-# --- data audit fixtures (tests/test_audit.py) ---------------------------------------------------
+# --- data audit fixtures (tests/data/audit/test_audit.py) ----------------------------------------
 
 #: Distinct bccd_wbc_crops images (no BCCD duplicate frames among them) per class.
 AUDIT_CLASSES = {

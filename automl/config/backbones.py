@@ -1,7 +1,7 @@
 """The backbone catalogue: names users write in YAML -> Keras application and its input needs.
 
 Pure metadata, no Keras import, so that configuration checks (image size too small, unknown
-name) run before TensorFlow is loaded. ``models.py`` turns an entry into layers.
+name) run before TensorFlow is loaded. ``nn/models.py`` turns an entry into layers.
 
 ``preprocessing`` says what the raw 0..255 RGB input must become for that backbone:
 

@@ -66,7 +66,7 @@ class DataSource:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataSource:
-        """Inverse of :meth:`to_dict`; no validation (``config.py`` validates user input)."""
+        """Inverse of :meth:`to_dict`; no validation (``schema.py`` validates user input)."""
         values = dict(values)
         if values.get("class_names") is not None:
             values["class_names"] = tuple(values["class_names"])

@@ -21,8 +21,8 @@ dropout (``head.units_<i>``, ``head.dropout_<i>``) exist only for the layers the
 ``unfrozen_layers`` only when the trial's weights are pretrained. These names are what
 ``study.enqueue`` entries use.
 
-``suggest(trial)`` returns the nested, fully resolved hyperparameters that ``models.py`` and
-``trial.py`` consume; it goes through ``trial.suggest_*`` only, so Optuna's own checks apply.
+``suggest(trial)`` returns the nested, fully resolved hyperparameters that ``nn/models.py`` and
+``nn/fit.py`` consume; it goes through ``trial.suggest_*`` only, so Optuna's own checks apply.
 This module imports no TensorFlow.
 """
 
@@ -50,7 +50,7 @@ WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 CLASS_WEIGHTS = ("none", "balanced")
-# Learning-rate schedules (see ``schedules.py``): every one takes ``warmup_epochs``.
+# Learning-rate schedules (see ``nn/schedules.py``): every one takes ``warmup_epochs``.
 SCHEDULES = ("constant", "cosine", "cosine_restarts", "plateau")
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
 
@@ -400,7 +400,7 @@ def parse_space(
 
 def _check_warmup(where: _Where, top: dict[str, Node]) -> None:
     """Warm-up must leave at least one epoch for the schedule (fixed values only; a searched
-    warm-up is shortened per trial, see ``schedules.py``)."""
+    warm-up is shortened per trial, see ``nn/schedules.py``)."""
     warmup, epochs = top["warmup_epochs"], top["epochs"]
     if isinstance(warmup, BaseDistribution) or isinstance(epochs, BaseDistribution):
         return

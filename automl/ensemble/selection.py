@@ -24,14 +24,13 @@ out-of-fold score as each is added in rank order.
 Scores are computed incrementally: the selection keeps running (weighted) vote counts and
 probability sums, so a step costs ``O(n_candidates x n_samples x n_classes)`` (times a log for
 ROC AUC, which counts correctly ordered pairs with a sort and ``searchsorted`` instead of calling
-scikit-learn, some twenty times slower per call). A library of 30 trials with 16,000 out-of-fold
-samples of 12 classes takes seconds. The curve's scores equal
+scikit-learn, which costs far more per call). The curve's scores equal
 :func:`automl.metrics.score_predictions` on ``voting.vote(..., weights=...)`` of the same members
 up to float rounding (in the tie-break between classes whose probability sums agree to the last
 bit).
 
 Selecting on out-of-fold scores fits them a little: the selected ensemble's out-of-fold score is
-optimistic, and the hold-out (``ensemble.py``) is the honest estimate.
+optimistic, and the hold-out (``build.py``) is the honest estimate.
 """
 
 from __future__ import annotations

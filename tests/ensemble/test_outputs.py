@@ -1,4 +1,5 @@
-"""Tests for automl.export: table forms, atomic writes, confusion-matrix files."""
+"""Tests for automl.ensemble.outputs, automl.files and automl.plots: table forms, atomic writes,
+confusion-matrix files."""
 
 from __future__ import annotations
 
