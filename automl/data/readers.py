@@ -6,11 +6,10 @@ names, a stable id per image and optional groups.
 
 Decoding runs on threads (joblib's threading backend): Pillow releases the GIL while it decodes
 and resizes, so threads use every core without pickling results back from worker processes, and
-they write straight into one preallocated output array. JPEGs are decoded at a reduced scale
-(``Image.draft``) when they are at least twice the target size. Measured on the 2-core development
-machine with 400 real BCCD JPEGs (131-367 px), median images/s at 64 / 128 / 224 px: threads
-2400 / 1490 / 1080; one thread 1800 / 1030 / 760; joblib's ``loky`` processes 500 / 460 / 310
-including their start-up (2900 / 1350 / 860 once warm, which a one-off read never is).
+they write straight into one preallocated output array (worker processes would also pay their
+start-up on every one-off read). JPEGs are decoded at a reduced scale (``Image.draft``) when they
+are at least twice the target size. ``benchmarks/input_pipeline.py`` times the decoding of real
+JPEGs and TIFFs (``prepare_s``; results in ``benchmarks/results/input_pipeline.md``).
 
 With ``cache_dir`` the decoded set is stored under ``cache_dir/<key>/`` (``images.npy``,
 ``labels.npy``, ``meta.json``); the key hashes the source description, the image size and, for

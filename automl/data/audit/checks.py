@@ -1,8 +1,8 @@
 """Data audit: unreadable files, class balance, duplicates, leakage and outliers, before tuning.
 
 ``automl audit`` lists the images exactly as ``tune`` would (same formats, class folders, ids
-and labels), fingerprints each one (``hashing.py``: about 6 KB per image, pixels are dropped)
-and reports:
+and labels), fingerprints each one (``fingerprints.py``: a few fixed-size arrays per image,
+pixels are dropped; ``benchmarks/audit_memory.py`` measures the whole process) and reports:
 
 - files: unreadable or not images, channel counts unlike the majority, sizes far from the
   median (edge ratio above ``size_factor``);
@@ -15,15 +15,16 @@ and reports:
   a pair: every near and augmented link is confirmed by aligning the two pictures (flips,
   quarter turns, -25..25 degree rotations, shifts) and comparing them everywhere, surroundings
   included (``matching.py``). Two centred cells of one stain share a hash and an outline but not
-  their neighbours; on the ``chula_rbc12`` crops the unconfirmed links grouped half the images.
+  their neighbours; on the ``chula_rbc12`` crops unconfirmed links grouped many different cells
+  (``benchmarks/audit_precision.py`` compares the groups before and after confirmation).
   The augmented kind finds ImageDataGenerator-style copies (rotation, shift, flips, black fill)
   such as the TRAIN folder of the Kaggle blood-cells set;
 - groups whose labels disagree, and leakage: groups that cross the hold-out/tuning boundary
   (``data.test`` or ``holdout_fraction``) or the folds, with the share of images affected;
 - outliers: robust z-scores (median/MAD) of the hue histogram against the image's class and
   against the whole set; an image is flagged when both reach ``outlier_z`` (ranked by the
-  smaller). On the real BCCD sets that flags about 1% of the images (0.8% of the Kaggle TEST
-  folder), and the red-cell crops planted among white cells in the tests.
+  smaller). On the real BCCD sets that flags a small share of the images, and it finds the
+  red-cell crops planted among white cells in ``tests/data/audit/test_audit.py``.
 
 The same machinery serves ``tune`` (:func:`screen_data`): ``data.exclude`` drops listed images,
 ``data.groups_from_duplicates`` turns duplicate groups into split groups, exact copies with
@@ -72,7 +73,7 @@ _DIMENSIONS = 24  # principal axes of a histogram kept for its neighbour search
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """Thresholds of the audit's detectors (defaults measured on the BCCD and Chula sets).
+    """Thresholds of the audit's detectors (defaults set on the BCCD and Chula sets).
 
     ``hash_candidates``: largest Hamming distance of a hash pair worth confirming;
     ``neighbours``: nearest images per histogram worth confirming (augmented search);
@@ -276,8 +277,8 @@ def _neighbour_candidates(
     found = []
     tones = features.tones[unique].astype(np.float32)
     for descriptor in (features.colour[unique].astype(np.float32), tones[:, 0], tones[:, 1]):
-        # Small matrices: threaded BLAS only spins (a 512x512 eigh took 1 s, not 0.05 s, on
-        # 2 cores shared with other work).
+        # Small matrices: threaded BLAS only spins, many times slower than one thread on cores
+        # shared with other work.
         with threadpool_limits(1):
             reduced = _principal(descriptor, _DIMENSIONS)
         nearest = nearest_neighbours(reduced, k)

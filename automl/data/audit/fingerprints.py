@@ -1,7 +1,7 @@
 """Per-image fingerprints for the data audit: pixel digests, perceptual hashes, tones, thumbnails.
 
 Every image is read once, turned into a few fixed-size arrays and dropped, so memory grows with
-the number of images, never with their resolution (about 6 KB per image):
+the number of images, never with their resolution (a few kilobytes per image, the arrays below):
 
 - ``digest``: SHA-1 of the decoded pixels (mode, size and bytes): equal digests are exact
   duplicates, whatever the file format or name.
@@ -11,8 +11,8 @@ the number of images, never with their resolution (about 6 KB per image):
   operations of one DCT; comparing one image's 8 hashes with another's identity hash finds flipped
   and 90-degree-rotated copies. The hash also survives resizing, re-encoding and small shifts and
   rotations (Hamming distance of a few bits out of 63; unrelated images differ in about 31), but
-  so do look-alikes: two centred cells of one stain are often 3-5 bits apart. A hash pair is a
-  candidate, never a verdict (``matching.py`` confirms it).
+  so do look-alikes: two centred cells of one stain are often only a few bits apart. A hash pair
+  is a candidate, never a verdict (``matching.py`` confirms it).
 - ``colour``: square roots of an 8x8x8 RGB histogram (Hellinger embedding), and ``tones``: soft
   48-bin gray-level histograms of the whole picture and of its central disc. Flips, rotations
   and shifts keep them, so their nearest neighbours are the candidates for augmented copies
@@ -25,8 +25,8 @@ the number of images, never with their resolution (about 6 KB per image):
 
 Black fill from rotation/shift augmentation (near-black regions touching the border of an
 otherwise bright image) is replaced by the median colour first, so it changes no histogram and
-no hash, and it is left out of ``valid``. Decoding runs on threads, as in ``data.py``: Pillow,
-NumPy and the FFT release the GIL.
+no hash, and it is left out of ``valid``. Decoding runs on threads, as in ``data/readers.py``:
+Pillow, NumPy and the FFT release the GIL.
 """
 
 from __future__ import annotations
@@ -288,8 +288,8 @@ def hash_candidates(
     Bit-sampling LSH: each table keys every image's identity hash by ``bits`` random bit
     positions and looks up all 8 orientations of every image, so only images sharing a key are
     compared (no all-pairs loop). A pair ``d`` bits apart shares a key in one table with
-    probability about ``(1 - d/63) ** bits``; 24 tables of 16 bits find 99% of pairs 4 bits
-    apart and 88% of pairs 8 bits apart, while unrelated images (~31 bits) almost never meet.
+    probability about ``(1 - d/63) ** bits``, so 24 tables of 16 bits find nearly every pair a
+    few bits apart, while unrelated images (~31 bits) almost never meet.
 
     Args:
         hashes: ``(n, 8)`` dihedral hashes from :class:`Features`.

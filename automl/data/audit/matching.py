@@ -5,7 +5,7 @@ by the thousand: a centred cell of the same stain and size gives the same percep
 the same correlation of its outline, whatever surrounds it. A copy (re-encoded, resized,
 flipped, rotated, shifted) differs: once aligned it matches *everywhere*, neighbouring cells and
 background included, while two cells of one stain match only in the centre. So every candidate
-pair goes through two stages on the 64 px thumbnails of ``hashing.py``:
+pair goes through two stages on the 64 px thumbnails of ``fingerprints.py``:
 
 1. *Coarse alignment* (pooled to 32 px): the centre of ``i``'s detail image (gray less its
    blur over the picture only, so smooth shading and picture edges do not count), flipped 4
@@ -24,13 +24,12 @@ pair goes through two stages on the 64 px thumbnails of ``hashing.py``:
    (``peak``: the copy must match in every part of the picture) and the share of the smaller
    picture that overlaps are all within bounds.
 
-Thresholds (gray levels of the 64 px thumbnail), measured on all 19,871 ``chula_rbc12`` crops
-(72 px) with 280 planted copies, on the 233,000 candidate pairs the hashes and histograms
-proposed there, and on scikit-learn's digits: 267 of the 273 copies that reached the comparison
-(JPEG quality 40, resized x0.6-1.5, flipped, quarter-turned, rotated up to 25 degrees, shifted
-up to 10 px, with black fill) leave a mean residual of at most 0.5 and a peak of at most 2;
-none of the 3,810 pairs of different cells that reached it does (the closest: two isolated
-round spherocytes of one smear, 0.50 and 2.15); different digits leave at least 0.6 and 9.
+Thresholds (gray levels of the 64 px thumbnail, :class:`MatchThresholds`) were set on real
+single-cell crops with planted copies (re-encoded, resized, flipped, quarter-turned, rotated,
+shifted, with black fill) and on scikit-learn's digits, so that the copies pass and different
+cells (even two isolated round cells of one smear) and different digits do not.
+``benchmarks/audit_precision.py`` measures the precision and recall of the confirmed groups on
+``chula_rbc12`` (results in ``benchmarks/results/audit_precision.md``).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ _FLIPS = 4  # none, left-right, top-bottom, both (= a half turn)
 
 @dataclass(frozen=True)
 class MatchThresholds:
-    """When a candidate pair counts as a copy (see the module docstring for the figures)."""
+    """When a candidate pair counts as a copy (the module docstring says how they were set)."""
 
     similarity: float = 0.7
     residual: float = 0.5

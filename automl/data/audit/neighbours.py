@@ -8,8 +8,9 @@ projection on a random direction until a leaf holds at most ``leaf_size`` points
 of a point are the other members of its leaf in each tree, and the ``k`` closest of them (exact
 distances) are returned. Cost: ``n_trees * n * (log2(n / leaf_size) + leaf_size)`` distance-sized
 steps, linear in ``n`` up to the logarithm. Neighbours that a split separates in one tree are
-kept together by another; with 8 trees of 64-point leaves, 95-99% of the true 5 nearest
-neighbours of the audit's descriptors are found (``tests/test_neighbours.py``).
+kept together by another; with 8 trees of 64-point leaves, most of the true 5 nearest
+neighbours of the audit's descriptors are found (``tests/data/audit/test_neighbours.py`` checks
+the recall on real crops; ``benchmarks/audit_scaling.py`` times the search).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def nearest_neighbours(
     if n < 2 or k < 1:
         return np.full((n, max(k, 0)), -1, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    # Thousands of tiny matrix products: BLAS threads cost more than they give (10x slower on
-    # 2 cores shared with other work).
+    # Thousands of tiny matrix products: BLAS threads cost more than they give, most of all on
+    # cores shared with other work.
     with threadpool_limits(1):
         found = [_tree_neighbours(points, k, leaf_size, rng) for _ in range(n_trees)]
     index = np.concatenate([f[0] for f in found], axis=1)
