@@ -267,7 +267,7 @@ def _custom_resnet(inputs: Any, spec: dict[str, Any]) -> Any:
     applies a 1x1 convolution + BN (ResNet-D, He et al., 2019) instead of a strided 1x1
     convolution, which ignores three pixels in four. (It also avoids a heap corruption that
     TensorFlow 2.21's oneDNN kernels cause on CPU in the gradient of strided 1x1 convolutions
-    in this network: a test process aborted in about 2 of 3 runs; none with this shortcut.)
+    in this network: test processes aborted with the strided shortcut, never with this one.)
     """
     width, stride = int(spec["width"]), int(spec["stem_stride"])
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)

@@ -288,7 +288,7 @@ def optimize_past_lapses(
                 catch=catch,
                 callbacks=[last.told, *callbacks],  # first: it marks the tell as done
                 # The objective already clears the Keras session and collects after every
-                # trial; a second full collection would only cost time (~0.1-0.5 s with TF).
+                # trial; a second full collection would only cost time (TF holds many objects).
                 gc_after_trial=False,
             )
             return
