@@ -415,7 +415,7 @@ def ensemble(
     from automl.config.schema import SELECTION_METHODS
     from automl.ensemble.build import run_ensemble
     from automl.ensemble.voting import VOTE_METHODS
-    from automl.search.paths import paths_for
+    from automl.search.paths import HOLDOUT_CONFUSION_PNG, MANIFEST, paths_for
 
     if vote is not None and vote not in VOTE_METHODS:
         _refuse(f"--vote must be {' or '.join(VOTE_METHODS)}, got {vote!r}.")
@@ -459,8 +459,7 @@ def ensemble(
         typer.echo(line)
     out = paths_for(config).ensemble
     typer.echo(
-        f"saved:    {out / 'ensemble.json'}"
-        + (f", {out / 'confusion_matrix.png'}" if holdout else "")
+        f"saved:    {out / MANIFEST}" + (f", {out / HOLDOUT_CONFUSION_PNG}" if holdout else "")
     )
 
 
@@ -721,17 +720,18 @@ def audit(
     """Check the data before tuning: bad files, balance, duplicates, leakage, outliers."""
     from automl.config.schema import apply_overrides, config_from_dict
     from automl.data.audit.report import run_audit, summary_lines, write_reports
+    from automl.search.paths import AUDIT_DIR, StudyPaths
 
     if (space is None) == (data is None):
         _refuse("give exactly one of --space FILE or --data PATH.")
     if space is not None:
         config = _run(lambda: load_config(space, list(overrides or [])))
-        folder = out or config.study.directory / "audit"
+        folder = out or StudyPaths(config.study.directory).audit
     else:
         raw = {"data": {"format": data_format, "path": str(data), "image_size": image_size}}
         raw = _run(lambda: apply_overrides(raw, list(overrides or []), source="--data"))
         config = _run(lambda: config_from_dict(raw, source="--data", default_name="audit"))
-        folder = out or Path("audit")
+        folder = out or Path(AUDIT_DIR)
     result = _run(lambda: run_audit(config.data, seed=config.study.seed, progress=progress))
     paths = _run(lambda: write_reports(result, folder))
     for line in summary_lines(result):

@@ -38,7 +38,6 @@ from automl.data.readers import ImageSet
 from automl.ensemble.folder import ensemble_lock, recover, staged_folder
 from automl.ensemble.library import Member, load_oof, trial_library
 from automl.ensemble.manifest import (
-    MANIFEST,
     EnsembleMember,
     EnsembleResult,
     HoldoutScores,
@@ -56,12 +55,19 @@ from automl.files import write_frame_csv
 from automl.metrics import classification_report, score_predictions
 from automl.plots import write_confusion_matrix
 from automl.search.attrs import ENSEMBLE_ATTR
-from automl.search.paths import artifacts_root, paths_for, trial_folder
+from automl.search.paths import (
+    HOLDOUT_CONFUSION_CSV,
+    HOLDOUT_CONFUSION_PNG,
+    HOLDOUT_PREDICTIONS,
+    MANIFEST,
+    artifacts_root,
+    paths_for,
+    trial_folder,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MANIFEST",
     "Member",
     "load_manifest",
     "run_ensemble",
@@ -311,15 +317,15 @@ def _write_holdout_files(
     """The hold-out confusion matrix (CSV and PNG) and predictions CSV into ``out_dir``."""
     names = list(result.class_names)
     write_confusion_matrix(
-        out_dir / "confusion_matrix.csv",
-        out_dir / "confusion_matrix.png",
+        out_dir / HOLDOUT_CONFUSION_CSV,
+        out_dir / HOLDOUT_CONFUSION_PNG,
         np.asarray(scores.confusion_matrix),
         names,
         title=f"{config.study.name}: ensemble of {result.n_models} models on the hold-out",
     )
     frame = predictions_frame(holdout.ids, names, ensemble_vote)
     frame.insert(2, "true_label", np.asarray(names, dtype=object)[holdout.labels])
-    write_frame_csv(out_dir / "holdout_predictions.csv", frame)
+    write_frame_csv(out_dir / HOLDOUT_PREDICTIONS, frame)
 
 
 def _report(labels: np.ndarray, result: Vote, names: tuple[str, ...]) -> Scores:

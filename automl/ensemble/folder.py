@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from automl.errors import StudyError
+from automl.search.paths import ENSEMBLE_LOCK
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = ".ensemble.lock"
 _STAGING_SUFFIX = ".tmp"
 
 
@@ -55,7 +55,7 @@ def ensemble_lock(study_root: Path, study_name: str) -> Iterator[None]:
         StudyError: another ``automl ensemble`` of this study is running.
     """
     study_root.mkdir(parents=True, exist_ok=True)
-    path = study_root / LOCK_FILE
+    path = study_root / ENSEMBLE_LOCK
     with open(path, "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,7 +8,6 @@ scores and the decision threshold need, leaving out files that do not match the 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import optuna
 
 from automl.errors import StudyError
 from automl.search.attrs import COLLAPSED, FOLD_SCORES, TRIAL_DIR
-from automl.search.folds import fold_model_name
+from automl.search.paths import FOLD_MODEL_GLOB, OOF_FILE, fold_model_name, fold_of_model
 from automl.search.storage import top_trials
 
 logger = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ def trial_library(
             logger.warning("trial %d has no fold models in %s; left out", trial.number, folder)
             continue
         members.append(
-            Member(trial.number, float(trial.values[0]), tuple(models), folder / "oof.npz")
+            Member(trial.number, float(trial.values[0]), tuple(models), folder / OOF_FILE)
         )
     if not members and collapsed:
         raise StudyError(
@@ -114,22 +113,19 @@ def trial_library(
     return members
 
 
-_FOLD_MODEL = re.compile(r"fold_(\d+)\.keras")
-
-
 def _fold_models(folder: Path, n_folds: int) -> tuple[list[Path], list[int]]:
     """A trial's fold models in fold order, and the folds whose model is missing.
 
-    Only ``fold_<k>.keras`` (``search.folds.fold_model_name``) counts: any other file, such as
+    Only ``fold_<k>.keras`` (``search.paths.fold_model_name``) counts: any other file, such as
     a stray ``fold_best.keras`` or an older version's ``fold_<k>.tmp.keras``, is not a fold
     model. ``n_folds`` is how many folds the trial scored (its ``fold_scores``); 0 (unknown, an
     older study) expects folds ``0..k`` for the highest ``k`` found.
     """
     found: dict[int, Path] = {}
-    for path in folder.glob("fold_*.keras"):
-        match = _FOLD_MODEL.fullmatch(path.name)
-        if match and path.is_file():
-            found[int(match.group(1))] = path
+    for path in folder.glob(FOLD_MODEL_GLOB):
+        fold = fold_of_model(path.name)
+        if fold is not None and path.is_file():
+            found[fold] = path
         else:
             logger.info("%s: not a fold model (fold_<k>.keras); ignored", path)
     expected = n_folds or (max(found) + 1 if found else 0)

@@ -28,9 +28,7 @@ from automl.ensemble.thresholds import Threshold
 from automl.errors import StudyError
 from automl.files import write_json
 from automl.metrics import METRICS
-from automl.search.paths import StudyPaths, trial_dir
-
-MANIFEST = "ensemble.json"
+from automl.search.paths import MANIFEST, StudyPaths, trial_folder_under
 
 
 @dataclass(frozen=True)
@@ -403,7 +401,7 @@ def _locate(saved: str, trial: int, artifacts: Path) -> Path:
     if path.is_file():
         return path
     # automl 0.1 wrote absolute paths: the folder has moved since, or another machine wrote it.
-    return trial_dir(artifacts, trial) / path.name
+    return trial_folder_under(artifacts, trial) / path.name
 
 
 def _relative(path: Path, artifacts: Path) -> str:

@@ -48,7 +48,14 @@ from automl.errors import StudyError
 from automl.files import atomic_write_text
 from automl.metrics import METRICS
 from automl.search.attrs import PEAK_RSS_MB, TrialSummary
-from automl.search.paths import paths_for
+from automl.search.paths import (
+    HOLDOUT_PREDICTIONS,
+    REPORT_CONFUSION_PNG,
+    REPORT_FILE,
+    REPORT_ROC_PNG,
+    paths_for,
+    report_picture_name,
+)
 from automl.search.storage import (
     finished_counts,
     leaderboard_rows,
@@ -58,9 +65,6 @@ from automl.search.storage import (
 
 logger = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
-REPORT_FILE = "report.html"
-HOLDOUT_PREDICTIONS = "holdout_predictions.csv"
 _SCORES = METRICS
 
 
@@ -80,7 +84,7 @@ class Section:
 
 def report_dir(config: Config) -> Path:
     """Where ``build_report`` writes: ``<study>/report/``."""
-    return paths_for(config).root / REPORT_DIR
+    return paths_for(config).report
 
 
 def build_report(config: Config, study: optuna.Study, *, top: int = 10) -> Path:
@@ -203,7 +207,7 @@ def _optuna_plot(
     import matplotlib
     import matplotlib.pyplot as plt
 
-    png = out_dir / f"{section_id.replace('-', '_')}.png"
+    png = out_dir / report_picture_name(section_id)
     png.unlink(missing_ok=True)  # never leave an old picture beside a report that lacks it
     # Optuna's plots switch pyplot to the ggplot style globally; rc_context undoes that.
     with matplotlib.rc_context():
@@ -356,7 +360,7 @@ def _ensemble_sections(config: Config, out_dir: Path) -> list[Section]:
     sections = [_comparison(ensemble)]
     holdout = ensemble.holdout
     predictions = paths_for(config).ensemble / HOLDOUT_PREDICTIONS
-    for name in ("holdout_confusion_matrix.png", "roc_curves.png"):
+    for name in (REPORT_CONFUSION_PNG, REPORT_ROC_PNG):
         (out_dir / name).unlink(missing_ok=True)
     if not holdout or not predictions.is_file():
         reason = "the study has no hold-out set" if not holdout else f"{predictions} is missing"
@@ -427,7 +431,7 @@ def _selection_curve(ensemble: EnsembleResult) -> str:
 def _confusion_section(
     frame: pd.DataFrame, names: list[str], out_dir: Path, n_images: int
 ) -> Section:
-    png = out_dir / "holdout_confusion_matrix.png"
+    png = out_dir / REPORT_CONFUSION_PNG
     edge = max(5.0, 0.6 * len(names) + 2.5)
     figure = Figure(figsize=(edge + 1.0, edge), layout="constrained")
     FigureCanvasAgg(figure)
@@ -500,7 +504,7 @@ def _roc_section(
             "roc-curves", "ROC curves", _missing("no class has both positives and negatives")
         )
     axes.set_title("ROC on the hold-out" + (" (one-vs-rest)" if len(names) > 2 else ""))
-    png = out_dir / "roc_curves.png"
+    png = out_dir / REPORT_ROC_PNG
     _save_figure(figure, png)
     if skipped:
         caption += f" Left out (absent from the hold-out or missing): {', '.join(skipped)}."

@@ -66,21 +66,24 @@ from automl.search.attrs import (
     PRUNED_AT_STEP,
     TRAIN_SECONDS,
 )
+from automl.search.paths import (
+    ARTIFACTS_DIR,
+    AUGMENTATION_PREVIEW,
+    LEARNING_CURVES,
+    OOF_CONFUSION_CSV,
+    OOF_CONFUSION_PNG,
+    PREVIEWS_DIR,
+    preview_name,
+)
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS_DIR = "artifacts"
-PREVIEWS_DIR = "previews"  # one augmentation preview per distinct setting, copied per trial
-LEARNING_CURVES = "learning_curves.png"
-OOF_CONFUSION_CSV = "oof_confusion_matrix.csv"
-OOF_CONFUSION_PNG = "oof_confusion_matrix.png"
-AUGMENTATION_PREVIEW = "augmentation_preview.png"
 TRIAL_PICTURES = (LEARNING_CURVES, OOF_CONFUSION_PNG, AUGMENTATION_PREVIEW)
 
 
-def artifact_store(study_dir: Path) -> FileSystemArtifactStore:
-    """The study's artifact store, ``<study_dir>/artifacts/`` (created if missing)."""
-    folder = Path(study_dir) / ARTIFACTS_DIR
+def artifact_store(artifacts_dir: Path) -> FileSystemArtifactStore:
+    """The study's artifact store, ``<artifacts_dir>/artifacts/`` (created if missing)."""
+    folder = Path(artifacts_dir) / ARTIFACTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(folder)
 
@@ -91,7 +94,7 @@ def artifact_store(study_dir: Path) -> FileSystemArtifactStore:
 def save_trial_artifacts(
     trial: optuna.Trial,
     out_dir: Path,
-    study_dir: Path,
+    artifacts_dir: Path,
     *,
     histories: Sequence[Sequence[dict[str, float]]],
     oof: np.ndarray,
@@ -107,7 +110,8 @@ def save_trial_artifacts(
     Args:
         trial: the running trial (artifacts attach to a trial only while it runs).
         out_dir: the trial's folder.
-        study_dir: the study folder; the store is ``study_dir/artifacts``.
+        artifacts_dir: the artifacts root (``study.artifacts_dir``, by default the study
+            folder); the store is ``artifacts_dir/artifacts``.
         histories: per fold, the per-epoch records of ``nn.fit.FoldFit.history``.
         oof: out-of-fold probabilities, ``(n, C)``, one row per tuning image.
         labels: true class indices of the tuning images, ``(n,)``.
@@ -133,10 +137,10 @@ def save_trial_artifacts(
             title=f"{title}: out-of-fold predictions ({len(labels)} images)",
         ),
         AUGMENTATION_PREVIEW: lambda path: _copy_preview(
-            study_dir, path, images[preview_indices(labels, train_indices)], augment
+            artifacts_dir, path, images[preview_indices(labels, train_indices)], augment
         ),
     }
-    return _draw_and_upload(trial, out_dir, artifact_store(study_dir), drawers)
+    return _draw_and_upload(trial, out_dir, artifact_store(artifacts_dir), drawers)
 
 
 def _draw_and_upload(
@@ -206,7 +210,7 @@ def learning_curves_figure(
 
 
 def _copy_preview(
-    study_dir: Path, path: Path, images: np.ndarray, augment: dict[str, Any]
+    artifacts_dir: Path, path: Path, images: np.ndarray, augment: dict[str, Any]
 ) -> None:
     """Copy the study's preview for this augmentation setting into ``path``, drawing it once.
 
@@ -217,7 +221,7 @@ def _copy_preview(
     or takes few values.
     """
     key = hashlib.sha1(json.dumps(augment, sort_keys=True, default=str).encode()).hexdigest()
-    cached = study_dir / PREVIEWS_DIR / f"augmentation_{key[:16]}.png"
+    cached = artifacts_dir / PREVIEWS_DIR / preview_name(key)
     if not cached.is_file():
         # Drawn to a private name and renamed: workers sharing the study may draw it at once.
         figure = augmentation_figure(images, augment, 0, "fold-0 training images")

@@ -25,20 +25,15 @@ from typing import Any
 import numpy as np
 
 from automl.files import atomic_write, atomic_write_text
+from automl.search.paths import (
+    FOLD_RECORD_GLOB,
+    HISTORY_FILE,
+    OOF_FILE,
+    fold_model_name,
+    fold_record_name,
+)
 
 logger = logging.getLogger(__name__)
-
-OOF_FILE = "oof.npz"
-HISTORY_FILE = "history.json"
-
-
-def fold_model_name(fold: int) -> str:
-    """``fold_<k>.keras``: the saved model of fold ``k``."""
-    return f"fold_{fold}.keras"
-
-
-def _fold_record_name(fold: int) -> str:
-    return f"fold_{fold}.npz"
 
 
 @dataclass(frozen=True)
@@ -93,7 +88,7 @@ class TrialFolds:
     def save(self, out_dir: Path, ids: np.ndarray) -> None:
         """``oof.npz`` and ``history.json``; the per-fold records go, ``oof.npz`` holds them."""
         _atomic_savez(out_dir / OOF_FILE, probabilities=self.probabilities, ids=ids.astype(str))
-        for record in out_dir.glob("fold_*.npz"):
+        for record in out_dir.glob(FOLD_RECORD_GLOB):
             record.unlink()
         atomic_write_text(out_dir / HISTORY_FILE, json.dumps(self.histories))
 
@@ -113,7 +108,7 @@ def save_finished_fold(
         "n_params": finished.n_params,
     }
     _atomic_savez(
-        out_dir / _fold_record_name(fold),
+        out_dir / fold_record_name(fold),
         probabilities=finished.probabilities,
         val_indices=np.asarray(val_indices),
         meta=np.array(json.dumps(meta)),
@@ -133,7 +128,7 @@ def take_finished_fold(
     """
     if resume_dir is None:
         return None
-    model, record = resume_dir / fold_model_name(fold), resume_dir / _fold_record_name(fold)
+    model, record = resume_dir / fold_model_name(fold), resume_dir / fold_record_name(fold)
     if not (model.is_file() and record.is_file()):
         return None
     try:

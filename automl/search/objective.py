@@ -97,12 +97,11 @@ from automl.search.attrs import (
 from automl.search.folds import (
     FinishedFold,
     TrialFolds,
-    fold_model_name,
     save_finished_fold,
     take_finished_fold,
 )
 from automl.search.heartbeat import check_heartbeat, worker_attrs
-from automl.search.paths import trial_dir
+from automl.search.paths import FOLD_RECORD_GLOB, fold_model_name, trial_folder_under
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +150,16 @@ class Objective:
         self,
         config: Config,
         splits: Splits,
-        study_dir: Path,
+        artifacts_dir: Path,
         on_epoch: Callable[[EpochStatus], None] | None = None,
     ) -> None:
-        """``on_epoch`` hears about every scored epoch (the progress bar shows it)."""
+        """``artifacts_dir`` is the artifacts root (``study.artifacts_dir``, by default the study
+        folder) that holds ``trials/<number>/``; ``on_epoch`` hears about every scored epoch
+        (the progress bar shows it)."""
         self.on_epoch = on_epoch
         self.config = config
         self.splits = splits
-        self.study_dir = study_dir
+        self.artifacts_dir = artifacts_dir
         self.stride = config.space.max_epochs()
         # Metric and latency: the trial returns both and is never pruned.
         self.multi_objective = config.study.latency_objective
@@ -206,8 +207,8 @@ class Objective:
         run = _Run(
             params,
             trial_seed(self.config.study.seed, origin),
-            trial_dir(self.study_dir, trial.number),
-            trial_dir(self.study_dir, previous) if previous is not None else None,
+            trial_folder_under(self.artifacts_dir, trial.number),
+            trial_folder_under(self.artifacts_dir, previous) if previous is not None else None,
         )
         trial.set_user_attr(HYPERPARAMETERS, params)
         trial.set_user_attr(SEED, run.seed)
@@ -413,7 +414,7 @@ class Objective:
         save_trial_artifacts(
             trial,
             run.out_dir,
-            self.study_dir,
+            self.artifacts_dir,
             histories=folds.histories,
             oof=folds.probabilities,
             labels=tuning.labels,
@@ -475,7 +476,7 @@ def queue_retry_of_interrupted(trial: optuna.Trial, out_dir: Path) -> None:
     """
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     history = [*frozen.system_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]
-    finished = len(list(out_dir.glob("fold_*.npz")))  # a fold's record marks it finished
+    finished = len(list(out_dir.glob(FOLD_RECORD_GLOB)))  # a fold's record marks it finished
     trial.set_user_attr(
         FAIL_REASON,
         f"interrupted (Ctrl+C) with {finished} fold(s) finished; queued again to resume them",

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from automl.cli.main import app
 from automl.ensemble import build
-from automl.ensemble.folder import LOCK_FILE, recover
+from automl.ensemble.folder import recover
 from automl.ensemble.manifest import EnsembleResult
+from automl.search.paths import ENSEMBLE_LOCK
 
 __all__ = ["study_copy", "tuned_study"]  # fixtures
 
@@ -74,7 +75,7 @@ def test_a_swap_cut_short_keeps_the_previous_set_readable_and_restores_it(
 
 
 def test_a_second_concurrent_ensemble_is_refused_in_one_line(study_copy: Path) -> None:
-    lock = study_copy / "studies" / STUDY / LOCK_FILE
+    lock = study_copy / "studies" / STUDY / ENSEMBLE_LOCK
     holder = subprocess.Popen(
         [
             sys.executable,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from automl.ensemble.manifest import MANIFEST, EnsembleResult, Rates, Scores
+from automl.ensemble.manifest import EnsembleResult, Rates, Scores
 from automl.ensemble.thresholds import Threshold
 from automl.errors import StudyError
 from automl.metrics import METRICS
-from automl.search.paths import StudyPaths
+from automl.search.paths import MANIFEST, StudyPaths
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "study_v0_1"
 #: Every key of ensemble.json, in the order automl writes them (users and scripts read them).

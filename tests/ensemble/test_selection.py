@@ -386,13 +386,13 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
     from sklearn.datasets import load_digits
 
     from automl.data.readers import read_images
-    from automl.ensemble.build import MANIFEST, load_manifest, trial_library
+    from automl.ensemble.build import load_manifest, trial_library
     from automl.ensemble.export_model import export_ensemble
     from automl.ensemble.manifest import EnsembleMember
     from automl.ensemble.predict import run_predict
     from automl.files import write_json
     from automl.nn.inference import predict_probabilities
-    from automl.search.paths import paths_for, trial_folder
+    from automl.search.paths import MANIFEST, paths_for, trial_folder
     from automl.search.storage import load_study
 
     studies, _ = digits_study
@@ -454,8 +454,7 @@ def test_trials_without_oof_are_not_candidates_and_none_at_all_is_an_error(
     digits_study: tuple[Path, str],
 ) -> None:
     from automl.cli.main import app
-    from automl.ensemble.build import MANIFEST
-    from automl.search.paths import paths_for, trial_folder
+    from automl.search.paths import MANIFEST, paths_for, trial_folder
     from automl.search.storage import load_study
 
     studies, _ = digits_study

@@ -25,14 +25,13 @@ from typer.testing import CliRunner
 
 from automl.cli.main import app
 from automl.nn.memory import PeakMemory
-from automl.search.artifacts import (
+from automl.search.artifacts import TRIAL_PICTURES, trial_note
+from automl.search.paths import (
     AUGMENTATION_PREVIEW,
     LEARNING_CURVES,
     OOF_CONFUSION_CSV,
     OOF_CONFUSION_PNG,
     PREVIEWS_DIR,
-    TRIAL_PICTURES,
-    trial_note,
 )
 from automl.search.storage import load_study
 

@@ -44,7 +44,7 @@ from automl.search.attrs import (
     WORKER_ATTR,
 )
 from automl.search.heartbeat import fail_stale_trials
-from automl.search.paths import paths_for
+from automl.search.paths import paths_for, trial_folder
 from automl.search.storage import create_or_load, leaderboard_rows, load_study
 from automl.search.workers import Slot, plan_slots, supervise
 
@@ -507,7 +507,7 @@ def _assert_complete_and_nothing_lost(studies: Path, n_trials: int) -> list:
     assert len(complete) == n_trials
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for t in complete:  # every completed trial has all its fold models
-        folder = paths_for(config).trials / f"{t.number:05d}"
+        folder = trial_folder(config, t.number)
         assert sorted(p.name for p in folder.glob("fold_*")) == ["fold_0.keras", "fold_1.keras"]
         assert (folder / "oof.npz").is_file()
     for t in trials:
