@@ -216,9 +216,9 @@ def _copy_preview(
 
     Every trial of a study previews the same fold-0 images, so the picture depends only on the
     ``augment`` values: it is drawn once per distinct setting (seed 0, so equal settings look
-    the same across trials) into ``<study>/previews/`` and copied for each trial, which saves a
-    trial about a third of its drawing time (~0.5 s on 2 CPU cores) when augmentation is fixed
-    or takes few values.
+    the same across trials) into ``<study>/previews/`` and copied for each trial: only the first
+    trial of each setting pays for the drawing, which matters when augmentation is fixed or
+    takes few values.
     """
     key = hashlib.sha1(json.dumps(augment, sort_keys=True, default=str).encode()).hexdigest()
     cached = artifacts_dir / PREVIEWS_DIR / preview_name(key)
