@@ -357,12 +357,10 @@ def show(
     top: Annotated[int | None, typer.Option(help="Show only the best N completed.")] = None,
 ) -> None:
     """Leaderboard: trial, state, CV mean ± std, per-fold scores, params."""
-    from automl.search.storage import finished_counts, leaderboard_rows
+    from automl.search.storage import counts_by_state, leaderboard
 
     config, optuna_study = _open(study, studies_dir)
-    rows = leaderboard_rows(optuna_study)
-    maximize = config.study.direction == "maximize"
-    rows.sort(key=lambda r: (r.value is None, -(r.value or 0) if maximize else (r.value or 0)))
+    rows = leaderboard(optuna_study)  # the one best-first order (search/ranking.py)
     if top is not None:
         rows = [r for r in rows if r.complete][:top]
     typer.echo(f"{'trial':>5}  {'state':<8}  {config.study.metric:>16}  {'folds':<30}  params")
@@ -384,7 +382,7 @@ def show(
             f"{r.number:>5}  {r.state:<8}  {value:>16}  {folds:<30}  "
             f"{json.dumps(r.params, default=str)}{note}"
         )
-    counts = finished_counts(optuna_study)
+    counts = counts_by_state(optuna_study)
     typer.echo(
         f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed, "
         f"{counts['running']} running"

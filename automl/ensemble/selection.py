@@ -43,6 +43,7 @@ import numpy as np
 
 from automl.metrics import METRICS
 
+from automl.search.ranking import rank_key
 MAX_STEPS = 50
 """Most greedy steps: ensembles stop improving long before (Caruana et al. saw it level off
 within tens of steps), and the cap bounds the time on a large library."""
@@ -282,7 +283,11 @@ def _prepare(
             f"{len(values)} values; give one of each per trial."
         )
     sign = 1.0 if direction == "maximize" else -1.0
-    order = sorted(range(len(trials)), key=lambda i: (-sign * float(values[i]), int(trials[i])))
+    # The study's one best-first order (search/ranking.py): better value, then lower number.
+    order = sorted(
+        range(len(trials)),
+        key=lambda i: rank_key("complete", float(values[i]), int(trials[i]), direction),
+    )
     return stack[order], y.astype(np.int64), [int(trials[i]) for i in order], sign
 
 

@@ -57,8 +57,8 @@ from automl.search.paths import (
     report_picture_name,
 )
 from automl.search.storage import (
-    finished_counts,
-    leaderboard_rows,
+    counts_by_state,
+    leaderboard,
     storage_url_for_display,
     top_trials,
 )
@@ -247,7 +247,7 @@ def _missing(reason: str) -> str:
 
 
 def _summary(config: Config, study: optuna.Study) -> Section:
-    counts = finished_counts(study)
+    counts = counts_by_state(study)
     paths = paths_for(config)
     items = [
         ("study", config.study.name),
@@ -277,18 +277,7 @@ def _summary(config: Config, study: optuna.Study) -> Section:
 
 def _leaderboard(config: Config, study: optuna.Study) -> Section:
     metric = config.study.metric
-    sign = -1.0 if config.study.direction == "maximize" else 1.0
-    rows = leaderboard_rows(study)
-    # Completed trials ranked by value; then pruned (Optuna keeps their last report as value),
-    # failed and running ones, by number.
-    order = {"complete": 0, "pruned": 1, "fail": 2}
-    rows.sort(
-        key=lambda r: (
-            order.get(r.state, 3),
-            sign * (r.value or 0.0) if r.complete else 0.0,
-            r.number,
-        )
-    )
+    rows = leaderboard(study)  # the one best-first order (search/ranking.py)
     attrs = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
     header = (
         f"<tr><th>rank</th><th>trial</th><th>state</th><th>CV {_e(metric)} mean ± std</th>"

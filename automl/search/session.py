@@ -175,7 +175,7 @@ def record_device(study: optuna.Study, config: Config) -> None:
 # --- the stop rule -------------------------------------------------------------------------------
 
 
-def count_finished(trials: Sequence[FrozenTrial]) -> int:
+def count_complete_or_pruned(trials: Sequence[FrozenTrial]) -> int:
     """Complete and pruned trials: the ones ``study.n_trials`` counts."""
     return sum(1 for t in trials if t.state in FINISHED)
 
@@ -188,7 +188,7 @@ def trials_missing(trials: Sequence[FrozenTrial], n_trials: int | None) -> int |
     """
     if n_trials is None:
         return None
-    return max(n_trials - count_finished(trials), 0)
+    return max(n_trials - count_complete_or_pruned(trials), 0)
 
 
 def trials_to_start(trials: Sequence[FrozenTrial], n_trials: int | None) -> int | None:

@@ -64,6 +64,7 @@ from automl.search.heartbeat import (
 from automl.search.journal import check_journal, damage_error
 from automl.search.paths import CONFIG_FILE, StudyPaths, paths_for
 from automl.search.pruning import FirstFoldPruner, rung_options
+from automl.search.ranking import rank_key
 
 logger = logging.getLogger(__name__)
 
@@ -312,8 +313,8 @@ def load_study(name: str, studies_dir: str | Path = "studies") -> tuple[Config, 
     return config, study
 
 
-def finished_counts(study: optuna.Study) -> dict[str, int]:
-    """How many trials are in each state."""
+def counts_by_state(study: optuna.Study) -> dict[str, int]:
+    """How many trials are in each state (every state, by its lower-case name)."""
     counts = {state.name.lower(): 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
@@ -321,14 +322,26 @@ def finished_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best completed trials, best first (ties: lower trial number first)."""
+    """The ``k`` best completed trials, best first (``ranking.rank_key``)."""
     complete = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values
     ]
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    sign = -1.0 if maximize else 1.0
-    complete.sort(key=lambda t: (sign * float(t.values[0]), t.number))
+    direction = _direction(study)
+    complete.sort(key=lambda t: rank_key("complete", float(t.values[0]), t.number, direction))
     return complete[:k]
+
+
+def leaderboard(study: optuna.Study) -> list[TrialSummary]:
+    """:func:`leaderboard_rows` best first (``ranking.rank_key``): ``show`` and the report."""
+    direction = _direction(study)
+    return sorted(
+        leaderboard_rows(study), key=lambda r: rank_key(r.state, r.value, r.number, direction)
+    )
+
+
+def _direction(study: optuna.Study) -> str:
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return "maximize" if maximize else "minimize"
 
 
 def pareto_numbers(study: optuna.Study) -> set[int]:

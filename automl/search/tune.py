@@ -37,7 +37,7 @@ from automl.search.session import (
     stop_at_n_trials,
     trials_missing,
 )
-from automl.search.storage import create_or_load, finished_counts, publish_config
+from automl.search.storage import counts_by_state, create_or_load, publish_config
 from automl.search.workers import Slot, check_weights_apart, plan_slots, supervise
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def run_tune(
     else:
         _run_here(config, study, splits, resumed=resumed, progress=progress)
     ran = len(study.get_trials(deepcopy=False)) - before
-    return TuneResult(study, paths, finished_counts(study), ran, resumed)
+    return TuneResult(study, paths, counts_by_state(study), ran, resumed)
 
 
 def check_resume(config: Config, paths: StudyPaths, splits: Splits) -> bool:

@@ -83,7 +83,7 @@ from automl.search.heartbeat import fail_stale_trials, worker_identity
 from automl.search.paths import StudyPaths, paths_for
 from automl.search.session import (
     check_weights,
-    count_finished,
+    count_complete_or_pruned,
     log_trial,
     optimize,
     prepare_splits,
@@ -201,7 +201,7 @@ class _Supervisor:
         timeout = config.study.timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         trials = study.get_trials(deepcopy=False)
-        self.last_done = count_finished(trials)
+        self.last_done = count_complete_or_pruned(trials)
         # Like study.optimize(n_trials=remaining): at most this many children run a trial.
         self.launches_left = trials_missing(trials, self.n_trials)
         self.children: dict[int, _Child] = {}
@@ -350,7 +350,7 @@ class _Supervisor:
 
     def _note_progress(self, trials: list[FrozenTrial]) -> None:
         """Advance the bar; raise when workers keep dying while no trial finishes."""
-        done = count_finished(trials)
+        done = count_complete_or_pruned(trials)
         if done != self.last_done:
             self.abnormal_in_a_row, self.last_done = 0, done
             if self.bar is not None:

@@ -278,6 +278,25 @@ def test_the_report_tables_hold_the_study_numbers(study: optuna.Study, studies: 
     assert "One-vs-rest" in _section(page, "roc-curves")
 
 
+def test_show_and_the_report_rank_the_trials_alike(studies: Path) -> None:
+    # One ranking (search/ranking.py): completed best first, the pruned trial after them.
+    import re
+
+    page = (studies / STUDY / "report" / "report.html").read_text(encoding="utf-8")
+    in_report = [
+        int(n)
+        for n in re.findall(r"<tr[^>]*><td>\d*</td><td>(\d+)</td>", _section(page, "leaderboard"))
+    ]
+    shown = CliRunner().invoke(app, ["show", "--study", STUDY, "--studies-dir", str(studies)])
+    assert shown.exit_code == 0, shown.output
+    in_show = [
+        int(m.group(1))
+        for m in re.finditer(r"^\s*(\d+)  (?:complete|pruned|fail|running)", shown.stdout, re.M)
+    ]
+    assert in_show == in_report and len(in_show) == 3
+    assert in_show[-1] == 2  # the pruned trial
+
+
 def test_a_report_before_the_ensemble_says_how_to_get_one(studies: Path) -> None:
     page = (studies.parent / "report_before_ensemble.html").read_text(encoding="utf-8")
     assert f"No ensemble yet: run <code>automl ensemble --study {STUDY}</code>" in page
