@@ -424,7 +424,7 @@ def test_the_replay_votes_automls_greedy_members_with_their_weights() -> None:
 
     import numpy as np
 
-    from automl.ensemble.library import Member
+    from automl.ensemble.manifest import EnsembleMember
     from benchmarks.quality import arms, stats
 
     rng = np.random.default_rng(0)
@@ -441,7 +441,9 @@ def test_the_replay_votes_automls_greedy_members_with_their_weights() -> None:
         t: np.stack([probabilities(holdout, s) for _ in range(3)]) for t, s in enumerate(strengths)
     }
     members = [
-        Member(t, float((oof[t].argmax(1) == tuning).mean()), (Path("m"),) * 3, Path("o"))
+        EnsembleMember(
+            t, float((oof[t].argmax(1) == tuning).mean()), (Path("m"),) * 3, oof_path=Path("o")
+        )
         for t in oof
     ]
     config = SimpleNamespace(

@@ -313,8 +313,11 @@ def _patience_start(config: Config) -> str:
 
 
 def _ensemble_line(config: Config) -> str:
+    from automl.config.methods import SelectionMethod
+
     ensemble = config.ensemble
-    chosen = f"top {ensemble.top_k}" if ensemble.selection == "top_k" else "greedy"
+    top_k = ensemble.selection is SelectionMethod.TOP_K
+    chosen = f"top {ensemble.top_k}" if top_k else str(ensemble.selection)
     extras = "".join(
         f", {name} {value}"
         for name, value in (
@@ -410,22 +413,15 @@ def ensemble(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Select trials out-of-fold; their fold models vote, scored on the hold-out."""
-    from automl.config.schema import SELECTION_METHODS
+    from automl.config.methods import SelectionMethod, VoteMethod
     from automl.ensemble.build import run_ensemble
-    from automl.ensemble.voting import VOTE_METHODS
     from automl.search.paths import HOLDOUT_CONFUSION_PNG, MANIFEST, paths_for
 
-    if vote is not None and vote not in VOTE_METHODS:
-        _refuse(f"--vote must be {' or '.join(VOTE_METHODS)}, got {vote!r}.")
-    if selection is not None and selection not in SELECTION_METHODS:
-        _refuse(f"--selection must be {' or '.join(SELECTION_METHODS)}, got {selection!r}.")
-    if selection == "greedy" and top is not None:
-        _refuse(
-            "--top sets the size of a top_k ensemble; greedy selection sizes its own. "
-            "Drop --top or use --selection top_k."
-        )
-    if selection is None and top is not None:
-        selection = "top_k"  # `--top K` kept its meaning from before greedy selection existed
+    # Parsed here, before the study opens; the rules between them live in run_ensemble.
+    if vote is not None:
+        vote = _run(lambda: VoteMethod.parse(vote, "--vote"))
+    if selection is not None:
+        selection = _run(lambda: SelectionMethod.parse(selection, "--selection"))
     config, optuna_study = _open(study, studies_dir)
     _device_first()
     result = _run(

@@ -30,6 +30,7 @@ from typing import Any, Literal, cast
 import optuna
 import yaml
 
+from automl.config.methods import SelectionMethod, VoteMethod
 from automl.config.portfolio import WARM_STARTS
 from automl.config.sources import BLOODMNIST_SIZES, MEDMNIST_SPLITS, SOURCE_FORMATS, DataSource
 from automl.config.space import SearchSpace, number_problem, parse_space, yaml_number_hint
@@ -37,9 +38,6 @@ from automl.errors import ConfigError
 from automl.metrics import METRICS, metric_direction
 
 Direction = Literal["maximize", "minimize"]
-
-# How `ensemble` picks its members (automl/ensemble/selection.py implements them).
-SELECTION_METHODS = ("greedy", "top_k")
 
 SAMPLERS: dict[str, str] = {
     "tpe": "TPESampler",
@@ -58,7 +56,6 @@ PRUNERS: dict[str, str] = {
 }
 # Pruners whose rungs are budgets in epochs of fold 0 (search/pruning.py).
 RUNG_PRUNERS = ("hyperband", "successive_halving")
-VOTES = ("majority", "soft")
 SECTIONS = ("study", "data", "training", "space", "ensemble")
 # Keys the sampler/pruner constructors take that automl sets itself.
 _MANAGED_KWARGS = {"seed", "search_space"}
@@ -147,10 +144,11 @@ class EnsembleConfig:
     """The ``ensemble:`` section."""
 
     top_k: int = 5  # members when selection is top_k
-    vote: str = "majority"
+    vote: VoteMethod = VoteMethod.MAJORITY
     positive_class: str | None = None
     target_recall: float | None = None  # binary: pick the decision threshold out-of-fold
-    selection: str = "greedy"  # greedy (forward selection with replacement, OOF) or top_k
+    # greedy (forward selection with replacement, OOF) or top_k
+    selection: SelectionMethod = SelectionMethod.GREEDY
 
 
 @dataclass(frozen=True)
@@ -208,10 +206,10 @@ class Config:
             "space": copy.deepcopy(self.space.raw),
             "ensemble": {
                 "top_k": self.ensemble.top_k,
-                "vote": self.ensemble.vote,
+                "vote": self.ensemble.vote.value,
                 "positive_class": self.ensemble.positive_class,
                 "target_recall": self.ensemble.target_recall,
-                "selection": self.ensemble.selection,
+                "selection": self.ensemble.selection.value,
             },
         }
 
@@ -731,9 +729,9 @@ def _parse_ensemble(source: str, raw: dict[str, Any]) -> EnsembleConfig:
         ("top_k", "vote", "positive_class", "target_recall", "selection"),
     )
     top_k = _int(source, "ensemble.top_k", raw.get("top_k", 5), low=1)
-    vote = _choice(source, "ensemble.vote", raw.get("vote", "majority"), VOTES)
-    selection = _choice(
-        source, "ensemble.selection", raw.get("selection", "greedy"), SELECTION_METHODS
+    vote = VoteMethod.parse(raw.get("vote", VoteMethod.MAJORITY), f"{source}: ensemble.vote")
+    selection = SelectionMethod.parse(
+        raw.get("selection", SelectionMethod.GREEDY), f"{source}: ensemble.selection"
     )
     positive = raw.get("positive_class")
     if positive is not None:

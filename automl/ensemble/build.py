@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import optuna
 
-from automl.config.schema import SELECTION_METHODS, Config, check_target_recall
+from automl.config.methods import SelectionMethod, VoteMethod
+from automl.config.schema import Config, check_target_recall
 from automl.data.readers import ImageSet
 from automl.ensemble.folder import ensemble_lock, recover, staged_folder
-from automl.ensemble.library import Member, load_oof, trial_library
+from automl.ensemble.library import load_oof, trial_library
 from automl.ensemble.manifest import (
     EnsembleMember,
     EnsembleResult,
@@ -68,7 +69,7 @@ from automl.search.paths import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Member",
+    "EnsembleMember",
     "load_manifest",
     "run_ensemble",
     "trial_library",
@@ -89,8 +90,8 @@ def run_ensemble(
     study: optuna.Study,
     *,
     top_k: int | None = None,
-    vote_method: str | None = None,
-    selection: str | None = None,
+    vote_method: VoteMethod | str | None = None,
+    selection: SelectionMethod | str | None = None,
     tta: bool = False,
     progress: bool = False,
 ) -> EnsembleResult:
@@ -99,38 +100,60 @@ def run_ensemble(
     Args:
         config: the study's configuration.
         study: the Optuna study.
-        top_k: members for ``selection="top_k"`` (default ``ensemble.top_k``); greedy ignores
-            it.
+        top_k: members for ``selection="top_k"`` (default ``ensemble.top_k``); given without
+            ``selection``, it means ``top_k`` selection; with ``selection="greedy"`` it is an
+            error (greedy sizes its own ensemble).
         vote_method: ``"majority"`` or ``"soft"`` (default ``ensemble.vote``).
         selection: ``"greedy"`` or ``"top_k"`` (default ``ensemble.selection``).
         tta: also score test-time augmentation (flips) on the hold-out.
         progress: show progress bars.
 
     Raises:
-        ConfigError: ``selection`` is not a known method.
+        ConfigError: ``selection`` or ``vote_method`` is not a known method, or ``top_k`` is
+            given with ``selection="greedy"``.
         StudyError: no completed trial has fold models, or (greedy) none has ``oof.npz``.
         StudyError: the data changed since tuning (``splits.json`` differs), or another
             ``automl ensemble`` of this study is running.
     """
-    method = vote_method or config.ensemble.vote
-    chosen_by = selection or config.ensemble.selection
-    if chosen_by not in SELECTION_METHODS:
-        raise ConfigError(
-            f"selection must be one of {', '.join(SELECTION_METHODS)}, got {chosen_by!r}."
-        )
-    top_k = (top_k or config.ensemble.top_k) if chosen_by == "top_k" else None
+    method = VoteMethod.parse(vote_method or config.ensemble.vote, "vote_method (--vote)")
+    chosen_by = choose_selection(config, selection, top_k)
+    if chosen_by is SelectionMethod.TOP_K:
+        top_k = top_k or config.ensemble.top_k
     paths = paths_for(config)
     with ensemble_lock(paths.root, config.study.name):
         recover(paths.ensemble)
         return _run_ensemble(config, study, top_k, method, chosen_by, tta, progress)
 
 
+def choose_selection(
+    config: Config, selection: SelectionMethod | str | None, top_k: int | None
+) -> SelectionMethod:
+    """The one rule between ``selection`` and ``top_k`` (the CLI's ``--selection``, ``--top``).
+
+    No ``selection``: ``top_k`` given means ``top_k`` selection (what ``--top K`` meant before
+    greedy selection existed), else the file's ``ensemble.selection``. Greedy sizes its own
+    ensemble, so ``top_k`` with ``selection="greedy"`` is refused rather than ignored.
+
+    Raises:
+        ConfigError: an unknown ``selection``, or ``top_k`` with greedy selection.
+    """
+    if selection is None:
+        return SelectionMethod.TOP_K if top_k is not None else config.ensemble.selection
+    chosen = SelectionMethod.parse(selection, "selection (--selection)")
+    if chosen is SelectionMethod.GREEDY and top_k is not None:
+        raise ConfigError(
+            "top_k (--top) sets the size of a top_k ensemble; greedy selection sizes its own. "
+            "Drop top_k or use selection top_k (--selection top_k)."
+        )
+    return chosen
+
+
 def _run_ensemble(
     config: Config,
     study: optuna.Study,
     top_k: int | None,
-    method: str,
-    chosen_by: str,
+    method: VoteMethod,
+    chosen_by: SelectionMethod,
     tta: bool,
     progress: bool,
 ) -> EnsembleResult:
@@ -147,15 +170,15 @@ def _run_ensemble(
     names = tuple(splits.tuning.class_names)
     check_target_recall(config, len(names))
     oof = _Oof(splits.tuning.labels, names, load_oof(library, splits.tuning.ids, len(names)))
-    picked, members = _choose(config, library, oof, method, top_k)
+    picked, members = _choose(config, library, oof, method, chosen_by, top_k)
     best = library[0]  # the best single trial: the study's best CV value with fold models
     result = _out_of_fold(
         EnsembleResult(
             study=config.study.name,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             metric=config.study.metric,
-            selection=chosen_by,
-            vote=method,
+            selection=chosen_by.value,
+            vote=method.value,
             top_k=top_k,
             class_names=names,
             image_size=config.data.image_size,
@@ -205,13 +228,19 @@ def load_manifest(config: Config) -> EnsembleResult:
 
 
 def _choose(
-    config: Config, library: list[Member], oof: _Oof, method: str, top_k: int | None
-) -> tuple[Selection | None, list[Member]]:
+    config: Config,
+    library: list[EnsembleMember],
+    oof: _Oof,
+    method: VoteMethod,
+    chosen_by: SelectionMethod,
+    top_k: int | None,
+) -> tuple[Selection | None, list[EnsembleMember]]:
     """The selection (None: top_k without out-of-fold data) and the members it gives."""
-    if top_k is None:
+    if chosen_by is SelectionMethod.GREEDY:
         picked = _greedy(config, library, oof.by_trial, oof.labels, method)
         by_trial = {m.trial: m for m in library}
         return picked, [replace(by_trial[t], weight=w) for t, w in picked.weights]
+    top_k = top_k if top_k is not None else config.ensemble.top_k
     members = library[:top_k]
     if len(members) < top_k:
         logger.warning(
@@ -223,18 +252,18 @@ def _choose(
     return _top_k(config, library, oof.by_trial, oof.labels, method, top_k), members
 
 
-def _member(metric: str, member: Member, oof: _Oof, method: str) -> EnsembleMember:
-    return EnsembleMember(
-        trial=member.trial,
-        cv_value=member.value,
-        models=member.models,
-        weight=member.weight,
-        oof_score=_single_score(metric, oof.labels, oof.by_trial.get(member.trial), method),
-    )
+def _member(metric: str, member: EnsembleMember, oof: _Oof, method: str) -> EnsembleMember:
+    """The member as ``ensemble.json`` keeps it: its own out-of-fold score, no oof.npz path."""
+    score = _single_score(metric, oof.labels, oof.by_trial.get(member.trial), method)
+    return replace(member, oof_score=score, oof_path=None)
 
 
 def _out_of_fold(
-    result: EnsembleResult, config: Config, members: list[Member], best: Member, oof: _Oof
+    result: EnsembleResult,
+    config: Config,
+    members: list[EnsembleMember],
+    best: EnsembleMember,
+    oof: _Oof,
 ) -> EnsembleResult:
     """``result`` with its out-of-fold scores and the decision threshold chosen on them."""
     ensemble = _oof_vote(members, oof.by_trial, result.vote)
@@ -259,8 +288,8 @@ def _out_of_fold(
 
 def _score_holdout(
     result: EnsembleResult,
-    members: list[Member],
-    best: Member,
+    members: list[EnsembleMember],
+    best: EnsembleMember,
     holdout: ImageSet,
     tta: bool,
     progress: bool,
@@ -341,7 +370,7 @@ def _summary(labels: np.ndarray, result: Vote, names: tuple[str, ...]) -> Scores
 
 def _greedy(
     config: Config,
-    library: list[Member],
+    library: list[EnsembleMember],
     oof: dict[int, np.ndarray],
     labels: np.ndarray,
     method: str,
@@ -364,7 +393,7 @@ def _greedy(
         np.stack([oof[m.trial] for m in candidates]),
         labels,
         [m.trial for m in candidates],
-        [m.value for m in candidates],
+        [m.cv_value for m in candidates],
         metric=config.study.metric,
         vote_method=method,
         direction=config.study.direction,
@@ -373,7 +402,7 @@ def _greedy(
 
 def _top_k(
     config: Config,
-    library: list[Member],
+    library: list[EnsembleMember],
     oof: dict[int, np.ndarray],
     labels: np.ndarray,
     method: str,
@@ -389,7 +418,7 @@ def _top_k(
         np.stack([oof[m.trial] for m in candidates]),
         labels,
         [m.trial for m in candidates],
-        [m.value for m in candidates],
+        [m.cv_value for m in candidates],
         top_k,
         metric=config.study.metric,
         vote_method=method,
@@ -407,7 +436,7 @@ def _single_score(
     return None if np.isnan(score) else score
 
 
-def _offset(members: list[Member], trial: int) -> int:
+def _offset(members: list[EnsembleMember], trial: int) -> int:
     """Index of ``trial``'s first fold model in the members' concatenated model list."""
     start = 0
     for member in members:
@@ -417,7 +446,9 @@ def _offset(members: list[Member], trial: int) -> int:
     raise ValueError(f"trial {trial} is not a member")
 
 
-def _oof_vote(members: list[Member], oof: dict[int, np.ndarray], method: str) -> Vote | None:
+def _oof_vote(
+    members: list[EnsembleMember], oof: dict[int, np.ndarray], method: str
+) -> Vote | None:
     """Members' out-of-fold probabilities voting with their weights; None if one is missing."""
     if not all(m.trial in oof for m in members):
         return None

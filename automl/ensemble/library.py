@@ -1,6 +1,7 @@
 """The trials an ensemble is chosen from: completed trials with fold models on disk.
 
-Each candidate is a :class:`Member` (its fold models and its ``oof.npz``, found on this machine);
+Each candidate is an :class:`~automl.ensemble.manifest.EnsembleMember` (its fold models and its
+``oof.npz``, found on this machine);
 :func:`load_oof` reads the out-of-fold probabilities that greedy selection, the out-of-fold
 scores and the decision threshold need, leaving out files that do not match the study's data.
 """
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 
+from automl.ensemble.manifest import EnsembleMember
 from automl.errors import StudyError
 from automl.search.attrs import COLLAPSED, FOLD_SCORES, TRIAL_DIR
 from automl.search.paths import FOLD_MODEL_GLOB, OOF_FILE, fold_model_name, fold_of_model
@@ -23,28 +24,9 @@ from automl.search.storage import top_trials
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Member:
-    """One trial of the ensemble and its fold models.
-
-    Attributes:
-        trial: the trial number.
-        value: its study value (CV score).
-        models: its ``fold_<k>.keras`` models, in fold order.
-        oof_path: its ``oof.npz`` (out-of-fold probabilities); may not exist.
-        weight: how many votes each of its fold models casts (greedy selection's multiplicity).
-    """
-
-    trial: int
-    value: float
-    models: tuple[Path, ...]
-    oof_path: Path
-    weight: int = 1
-
-
 def trial_library(
     study: optuna.Study, folder_of: Callable[[int], Path] | None = None, limit: int | None = None
-) -> list[Member]:
+) -> list[EnsembleMember]:
     """Completed trials whose fold models are on disk, best CV value first (ties: lower number).
 
     A trial whose out-of-fold predictions collapsed onto one or two classes (its ``collapsed``
@@ -59,7 +41,7 @@ def trial_library(
     Raises:
         StudyError: no completed trial has fold models.
     """
-    members: list[Member] = []
+    members: list[EnsembleMember] = []
     collapsed: list[int] = []
     incomplete: list[int] = []
     for trial in top_trials(study, len(study.trials)):
@@ -90,7 +72,9 @@ def trial_library(
             logger.warning("trial %d has no fold models in %s; left out", trial.number, folder)
             continue
         members.append(
-            Member(trial.number, float(trial.values[0]), tuple(models), folder / OOF_FILE)
+            EnsembleMember(
+                trial.number, float(trial.values[0]), tuple(models), oof_path=folder / OOF_FILE
+            )
         )
     if not members and collapsed:
         raise StudyError(
@@ -137,7 +121,7 @@ def _fold_models(folder: Path, n_folds: int) -> tuple[list[Path], list[int]]:
 
 def select_members(
     study: optuna.Study, top_k: int, folder_of: Callable[[int], Path] | None = None
-) -> list[Member]:
+) -> list[EnsembleMember]:
     """The best ``top_k`` completed trials whose fold models are on disk (weight 1 each).
 
     See :func:`trial_library` for ``folder_of`` and the error raised.
@@ -145,13 +129,15 @@ def select_members(
     return trial_library(study, folder_of, limit=top_k)
 
 
-def load_oof(library: list[Member], ids: np.ndarray, n_classes: int) -> dict[int, np.ndarray]:
+def load_oof(
+    library: list[EnsembleMember], ids: np.ndarray, n_classes: int
+) -> dict[int, np.ndarray]:
     """Out-of-fold probabilities per trial, for trials whose ``oof.npz`` matches the data."""
     expected_ids = np.asarray(ids).astype(str)
     loaded: dict[int, np.ndarray] = {}
     for member in library:
         path = member.oof_path
-        if not path.is_file():
+        if path is None or not path.is_file():
             continue
         try:
             with np.load(path) as archive:

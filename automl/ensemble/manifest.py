@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from automl.config.methods import SelectionMethod
 from automl.ensemble.folder import readable_folder
 from automl.ensemble.selection import SelectionStep
 from automl.ensemble.thresholds import Threshold
@@ -191,14 +192,16 @@ class HoldoutScores:
 
 @dataclass(frozen=True)
 class EnsembleMember:
-    """One trial of the ensemble.
+    """One trial of the ensemble, or a candidate for it (``library.trial_library``): one type.
 
     Attributes:
         trial: the trial number.
         cv_value: its study value (CV score).
         models: its ``fold_<k>.keras`` models on this machine, in fold order.
         weight: how many votes each of its fold models casts (greedy selection's multiplicity).
-        oof_score: its own out-of-fold score; None without ``oof.npz``.
+        oof_score: its own out-of-fold score; None without ``oof.npz`` (or not scored yet).
+        oof_path: where its ``oof.npz`` is on this machine (may not exist); set for candidates,
+            not saved in ``ensemble.json`` and None in a loaded one.
     """
 
     trial: int
@@ -206,6 +209,7 @@ class EnsembleMember:
     models: tuple[Path, ...]
     weight: int = 1
     oof_score: float | None = None
+    oof_path: Path | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,8 @@ class EnsembleResult:
             study=str(data["study"]),
             created=str(data.get("created", "")),
             metric=str(data["metric"]),
-            selection=str(data.get("selection", "top_k")),  # before greedy selection: top_k
+            # Before greedy selection existed every ensemble was top_k.
+            selection=str(data.get("selection", SelectionMethod.TOP_K)),
             vote=str(data["vote"]),
             top_k=None if top_k is None else int(top_k),
             class_names=tuple(str(n) for n in data["class_names"]),

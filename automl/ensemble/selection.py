@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from automl.config.methods import SelectionMethod, VoteMethod
 from automl.metrics import METRICS
-
 from automl.search.ranking import rank_key
+
 MAX_STEPS = 50
 """Most greedy steps: ensembles stop improving long before (Caruana et al. saw it level off
 within tens of steps), and the cap bounds the time on a large library."""
@@ -183,7 +184,7 @@ def greedy_selection(
         chosen[trial] = chosen.get(trial, 0) + 1
         curve.append(SelectionStep(step, trial, float(scores[best])))
     return Selection(
-        method="greedy",
+        method=SelectionMethod.GREEDY,
         metric=metric,
         weights=tuple(chosen.items()),
         curve=tuple(curve),
@@ -237,7 +238,7 @@ def top_k_selection(
         running.add(index)
         curve.append(SelectionStep(index + 1, ranked[index], running.score()))
     return Selection(
-        method="top_k",
+        method=SelectionMethod.TOP_K,
         metric=metric,
         weights=tuple((step.trial, 1) for step in curve),
         curve=tuple(curve),
@@ -358,10 +359,9 @@ class _Running:
     """An ensemble being built: running vote counts and probability sums of its members."""
 
     def __init__(self, stack: np.ndarray, vote_method: str, scorer: _Scorer) -> None:
-        if vote_method not in ("majority", "soft"):
-            raise ValueError(f"vote_method must be majority or soft, got {vote_method!r}.")
+        method = VoteMethod.parse(vote_method, "vote_method")
         self._stack = stack
-        self._soft = vote_method == "soft"
+        self._soft = method is VoteMethod.SOFT
         self._scorer = scorer
         self._choices = stack.argmax(axis=2)  # each model's vote; argmax takes the lowest index
         n_samples, n_classes = stack.shape[1:]

@@ -38,9 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from automl.errors import ConfigError
-
-VOTE_METHODS = ("majority", "soft")
+from automl.config.methods import VoteMethod
 
 
 @dataclass(frozen=True)
@@ -160,14 +158,10 @@ def vote(probabilities: np.ndarray, method: str, weights: Any = None) -> Vote:
         ConfigError: ``method`` is neither ``"majority"`` nor ``"soft"``.
         ValueError: the array is not a valid stack of probability matrices.
     """
-    if method == "majority":
+    hint = "use 'majority' for a hard vote or 'soft' to average probabilities"
+    if VoteMethod.parse(method, "vote method", hint) is VoteMethod.MAJORITY:
         return majority_vote(probabilities, weights)
-    if method == "soft":
-        return soft_vote(probabilities, weights)
-    raise ConfigError(
-        f"vote method must be one of {', '.join(VOTE_METHODS)}, got {method!r}; "
-        "use 'majority' for a hard vote or 'soft' to average probabilities."
-    )
+    return soft_vote(probabilities, weights)
 
 
 def _check(probabilities: Any) -> np.ndarray:

@@ -297,7 +297,7 @@ def greedy_members(config: Any, done: list, oof: dict, labels: np.ndarray) -> di
         np.stack([oof[m.trial] for m in candidates]),
         labels,
         [m.trial for m in candidates],
-        [m.value for m in candidates],
+        [m.cv_value for m in candidates],
         metric=config.study.metric,
         vote_method=config.ensemble.vote,
         direction=config.study.direction,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from automl.config.methods import VoteMethod
 from automl.ensemble.selection import (
     MAX_STEPS,
     Selection,
@@ -26,7 +27,7 @@ from automl.ensemble.selection import (
 from automl.ensemble.voting import vote
 from automl.metrics import METRICS, score_predictions
 
-VOTES = ("majority", "soft")
+VOTES = VoteMethod.names()
 
 
 def _library(
@@ -202,7 +203,7 @@ def test_selection_round_trips_through_json() -> None:
     [
         ({"trials": [0, 1]}, "one of each per trial"),
         ({"metric": "f2"}, "metric must be one of"),
-        ({"vote_method": "hard"}, "vote_method must be majority or soft"),
+        ({"vote_method": "hard"}, "vote_method must be one of majority, soft"),
         ({"direction": "up"}, "direction must be"),
         ({"labels": np.zeros(3, dtype=int)}, "labels must be 400 integer"),
     ],
@@ -355,10 +356,10 @@ def test_top_k_and_option_checks_on_the_cli(digits_study: tuple[Path, str]) -> N
     runner = CliRunner()
     conflict = runner.invoke(app, ["ensemble", *where, "--selection", "greedy", "--top", "2"])
     assert conflict.exit_code == 2 and conflict.stdout == ""
-    assert conflict.stderr.startswith("error: --top sets the size of a top_k ensemble")
+    assert conflict.stderr.startswith("error: top_k (--top) sets the size of a top_k ensemble")
     bad = runner.invoke(app, ["ensemble", *where, "--selection", "best"])
     assert bad.exit_code == 2
-    assert bad.stderr == "error: --selection must be greedy or top_k, got 'best'.\n"
+    assert bad.stderr == "error: --selection must be one of greedy, top_k, got 'best'.\n"
     # --top alone means top_k, as before greedy selection existed; the greedy run is restored.
     try:
         top = runner.invoke(app, ["ensemble", *where, "--top", "2"])
@@ -404,7 +405,7 @@ def test_weights_reach_predict_and_export_and_old_manifests_mean_weight_1(
     weighted = replace(
         saved,
         members=tuple(
-            EnsembleMember(m.trial, m.value, m.models, weight=w)
+            EnsembleMember(m.trial, m.cv_value, m.models, weight=w)
             for m, w in zip(library, (3, 1), strict=True)
         ),
     )
@@ -486,3 +487,19 @@ def test_trials_without_oof_are_not_candidates_and_none_at_all_is_an_error(
             if path.with_suffix(".hidden").exists():
                 path.with_suffix(".hidden").rename(path)
         manifest_path.write_text(saved, encoding="utf-8")
+
+
+def test_the_rule_between_selection_and_top_k_lives_in_the_library() -> None:
+    from automl.config.methods import SelectionMethod
+    from automl.config.schema import config_from_dict
+    from automl.ensemble.build import choose_selection
+    from automl.errors import ConfigError
+
+    greedy = config_from_dict({"data": {"format": "digits"}}, source="t.yaml", default_name="t")
+    assert choose_selection(greedy, None, None) is SelectionMethod.GREEDY  # the file's
+    assert choose_selection(greedy, None, 3) is SelectionMethod.TOP_K  # top_k alone: top_k
+    assert choose_selection(greedy, "top_k", 3) is SelectionMethod.TOP_K
+    with pytest.raises(ConfigError, match=r"top_k \(--top\) sets the size of a top_k ensemble"):
+        choose_selection(greedy, "greedy", 3)  # refused, never silently ignored
+    with pytest.raises(ConfigError, match="selection .* must be one of greedy, top_k"):
+        choose_selection(greedy, "best", None)

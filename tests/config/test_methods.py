@@ -1,0 +1,40 @@
+"""The method names (``config/methods.py``): one definition, read by the schema, the library
+and the CLI, and written as the same strings YAML files and saved manifests hold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from automl.config.methods import SelectionMethod, VoteMethod
+from automl.config.schema import config_from_dict
+from automl.errors import ConfigError
+
+
+def test_members_are_their_strings() -> None:
+    assert VoteMethod.names() == ("majority", "soft")
+    assert SelectionMethod.names() == ("greedy", "top_k")
+    assert VoteMethod.SOFT == "soft" and f"{VoteMethod.SOFT}" == "soft"
+    assert str(SelectionMethod.TOP_K) == "top_k"
+    assert json.dumps({"vote": VoteMethod.MAJORITY}) == '{"vote": "majority"}'
+
+
+def test_the_schema_parses_them_and_writes_back_plain_strings() -> None:
+    raw = {"data": {"format": "digits"}, "ensemble": {"vote": "soft", "selection": "top_k"}}
+    config = config_from_dict(raw, source="t.yaml", default_name="t")
+    assert config.ensemble.vote is VoteMethod.SOFT
+    assert config.ensemble.selection is SelectionMethod.TOP_K
+    section = config.to_dict()["ensemble"]
+    assert type(section["vote"]) is str and type(section["selection"]) is str
+    assert yaml.safe_load(yaml.safe_dump(section))["vote"] == "soft"  # safe_dump takes it
+
+
+@pytest.mark.parametrize("key", ["vote", "selection"])
+def test_one_error_for_a_bad_name(key: str) -> None:
+    raw = {"data": {"format": "digits"}, "ensemble": {key: "best"}}
+    with pytest.raises(ConfigError, match=rf"t\.yaml: ensemble\.{key} must be one of .*'best'"):
+        config_from_dict(raw, source="t.yaml", default_name="t")
+    with pytest.raises(ConfigError, match="--vote must be one of majority, soft, got 'best'"):
+        VoteMethod.parse("best", "--vote")
