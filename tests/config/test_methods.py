@@ -38,3 +38,40 @@ def test_one_error_for_a_bad_name(key: str) -> None:
         config_from_dict(raw, source="t.yaml", default_name="t")
     with pytest.raises(ConfigError, match="--vote must be one of majority, soft, got 'best'"):
         VoteMethod.parse("best", "--vote")
+
+
+def _method_name_sets(path) -> list[str]:
+    """Tuples/lists/sets of method names, and comparisons with one, written in ``path``."""
+    import ast
+
+    names = set(VoteMethod.names()) | set(SelectionMethod.names())
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+            for group in (VoteMethod.names(), SelectionMethod.names()):
+                if set(group) <= values:
+                    found.append(f"{path.name}:{node.lineno}: {sorted(values)}")
+        elif isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                if isinstance(side, ast.Constant) and side.value in names:
+                    found.append(f"{path.name}:{node.lineno}: compares with {side.value!r}")
+    return found
+
+
+def test_no_second_list_of_method_names_in_the_package(tmp_path) -> None:
+    from pathlib import Path
+
+    import automl
+
+    package = Path(automl.__file__).resolve().parent
+    found = [
+        hit
+        for source in sorted(package.rglob("*.py"))
+        if source.name != "methods.py"
+        for hit in _method_name_sets(source)
+    ]
+    assert found == [], "method names written outside config/methods.py:\n" + "\n".join(found)
+    planted = tmp_path / "planted.py"
+    planted.write_text('VOTES = ("majority", "soft")\nif x == "greedy":\n    pass\n')
+    assert len(_method_name_sets(planted)) == 2
