@@ -107,20 +107,12 @@ class StudyPaths:
         return self.root / ENSEMBLE_DIR
 
     @property
-    def manifest(self) -> Path:
-        return self.root / ENSEMBLE_DIR / MANIFEST
-
-    @property
     def report(self) -> Path:
         return self.root / REPORT_DIR
 
     @property
     def audit(self) -> Path:
         return self.root / AUDIT_DIR
-
-    @property
-    def ensemble_lock(self) -> Path:
-        return self.root / ENSEMBLE_LOCK
 
     @property
     def data_cache(self) -> Path:
