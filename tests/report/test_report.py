@@ -1,9 +1,9 @@
 """Dashboard material and ``automl report`` on a finished real-image study.
 
-One small study is built once (and shared with ``test_dashboard_browser.py``): two completed
-trials with augmentation, one trial the threshold pruner stops at its first report, an ensemble,
-and a report before and after the ensemble. The tests then check what the dashboard and the
-report show: user attributes, artifacts, notes and the report's sections.
+One small study is built once (and shared with ``tests/cli/test_dashboard_browser.py``): two
+completed trials with augmentation, one trial the threshold pruner stops at its first report, an
+ensemble, and a report before and after the ensemble. The tests then check what the dashboard and
+the report show: user attributes, artifacts, notes and the report's sections.
 """
 
 from __future__ import annotations
