@@ -23,6 +23,7 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 import optuna  # noqa: E402
 import typer  # noqa: E402
 
+from automl.config.methods import VoteMethod  # noqa: E402
 from automl.config.schema import RUNG_PRUNERS, Config, load_config  # noqa: E402
 from automl.config.storage_url import STORAGE_ENV, has_password  # noqa: E402
 from automl.console import filter_stderr  # noqa: E402
@@ -406,14 +407,14 @@ def ensemble(
     top: Annotated[
         int | None, typer.Option("--top", help="Trials in the ensemble (top_k selection).")
     ] = None,
-    vote: Annotated[str | None, typer.Option(help="majority or soft.")] = None,
+    vote: Annotated[str | None, typer.Option(help=f"{' or '.join(VoteMethod.names())}.")] = None,
     tta: Annotated[
         bool, typer.Option("--tta", help="Also score test-time augmentation (flips).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Select trials out-of-fold; their fold models vote, scored on the hold-out."""
-    from automl.config.methods import SelectionMethod, VoteMethod
+    from automl.config.methods import SelectionMethod
     from automl.ensemble.build import run_ensemble
     from automl.search.paths import HOLDOUT_CONFUSION_PNG, MANIFEST, paths_for
 
