@@ -27,16 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from automl.errors import StudyError
-from automl.search.paths import ENSEMBLE_LOCK
+from automl.search.paths import ENSEMBLE_LOCK, previous_folder, staging_folder, staging_glob
 
 logger = logging.getLogger(__name__)
-
-_STAGING_SUFFIX = ".tmp"
-
-
-def previous_folder(target: Path) -> Path:
-    """Where the previous ensemble waits while the new one is swapped in."""
-    return target.with_name(f".{target.name}.previous")
 
 
 def readable_folder(target: Path) -> Path:
@@ -90,7 +83,7 @@ def recover(target: Path) -> None:
         else:
             logger.warning("restoring the previous ensemble from %s (a run was killed)", previous)
             os.rename(previous, target)
-    for staging in target.parent.glob(f".{target.name}.*{_STAGING_SUFFIX}"):
+    for staging in target.parent.glob(staging_glob(target)):
         logger.info("removing %s, left by a killed `automl ensemble`", staging)
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -102,7 +95,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
     On an exception the staging folder is removed and ``target`` is left untouched.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{_STAGING_SUFFIX}")
+    staging = staging_folder(target, f"{os.getpid()}.{uuid.uuid4().hex}")
     staging.mkdir()  # the umask's permissions, as the folder it replaces had
     try:
         yield staging

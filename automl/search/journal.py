@@ -30,6 +30,7 @@ from pathlib import Path
 from automl.errors import StudyError
 from automl.files import atomic_write
 from automl.search.heartbeat import journal_lock
+from automl.search.paths import journal_backup
 
 # Every record Optuna writes starts so (``JournalStorage._write_log``).
 _RECORD_START = b'{"op_code":'
@@ -145,7 +146,7 @@ def repair_journal(journal: Path) -> JournalRepair:
         if not tail and not dropped and not salvaged:
             return JournalRepair(journal, None)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        backup = journal.with_name(f"{journal.name}.bak-{stamp}")
+        backup = journal_backup(journal, stamp)
         shutil.copy2(journal, backup)
         repaired = b"".join(line + b"\n" for line in kept)
 

@@ -53,6 +53,26 @@ FOLD_RECORD_GLOB = "fold_*.npz"
 _FOLD_MODEL = re.compile(r"fold_(\d+)\.keras")
 
 
+def previous_folder(target: Path) -> Path:
+    """``.<name>.previous``: where a folder's previous set waits while a new one is swapped in."""
+    return target.with_name(f".{target.name}.previous")
+
+
+def staging_folder(target: Path, unique: str) -> Path:
+    """``.<name>.<unique>.tmp``: a set being written beside ``target`` before the swap."""
+    return target.with_name(f".{target.name}.{unique}.tmp")
+
+
+def staging_glob(target: Path) -> str:
+    """The pattern of :func:`staging_folder` names, for the clean-up after a killed run."""
+    return f".{target.name}.*.tmp"
+
+
+def journal_backup(journal: Path, stamp: str) -> Path:
+    """``study.journal.bak-<UTC time>``: the copy a repair keeps of the damaged journal."""
+    return journal.with_name(f"{journal.name}.bak-{stamp}")
+
+
 def report_picture_name(section_id: str) -> str:
     """``<section id>.png`` (dashes as underscores): a study-plot picture of the report."""
     return f"{section_id.replace('-', '_')}.png"
