@@ -87,20 +87,28 @@ class RetryStaleTrial:
                 self.max_retries,
             )
             return
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs={RETRY_OF: trial.number, RETRY_ORIGIN: history[0]},
-                system_attrs={FAILED_TRIAL_ATTR: history[0], RETRY_HISTORY_ATTR: history},
-            )
-        )
+        queue_retry(study, trial)
         logger.warning(
             "trial %d: its worker stopped (no heartbeat for the grace period); failed it and "
             "queued its parameters again",
             trial.number,
         )
+
+
+def queue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial``'s parameters again as its retry: ``retry_of``, ``retry_origin`` and
+    Optuna's retry system attributes, so it trains with the seed of the first trial of its
+    chain and takes over the folds that chain finished (``search/objective.py``)."""
+    history = [*trial.system_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={RETRY_OF: trial.number, RETRY_ORIGIN: history[0]},
+            system_attrs={FAILED_TRIAL_ATTR: history[0], RETRY_HISTORY_ATTR: history},
+        )
+    )
 
 
 class HeartbeatLost(Exception):

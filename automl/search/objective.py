@@ -76,7 +76,6 @@ from automl.search.attrs import (
     EPOCHS_PER_FOLD,
     EPOCHS_TOTAL,
     FAIL_REASON,
-    FAILED_TRIAL_ATTR,
     FOLD_SCORES,
     HYPERPARAMETERS,
     LATENCY,
@@ -86,7 +85,6 @@ from automl.search.attrs import (
     OOM_RETRY,
     PRUNED_AT_STEP,
     PRUNED_IN_FOLD,
-    RETRY_HISTORY_ATTR,
     RETRY_OF,
     RETRY_ORIGIN,
     REUSED_FOLDS,
@@ -100,7 +98,7 @@ from automl.search.folds import (
     save_finished_fold,
     take_finished_fold,
 )
-from automl.search.heartbeat import check_heartbeat, worker_attrs
+from automl.search.heartbeat import check_heartbeat, queue_retry, worker_attrs
 from automl.search.paths import FOLD_RECORD_GLOB, fold_model_name, trial_folder_under
 
 logger = logging.getLogger(__name__)
@@ -475,21 +473,12 @@ def queue_retry_of_interrupted(trial: optuna.Trial, out_dir: Path) -> None:
     does not limit it: stopping a run is no fault of the trial.
     """
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    history = [*frozen.system_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]
     finished = len(list(out_dir.glob(FOLD_RECORD_GLOB)))  # a fold's record marks it finished
     trial.set_user_attr(
         FAIL_REASON,
         f"interrupted (Ctrl+C) with {finished} fold(s) finished; queued again to resume them",
     )
-    trial.study.add_trial(
-        optuna.trial.create_trial(
-            state=optuna.trial.TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            user_attrs={RETRY_OF: trial.number, RETRY_ORIGIN: history[0]},
-            system_attrs={FAILED_TRIAL_ATTR: history[0], RETRY_HISTORY_ATTR: history},
-        )
-    )
+    queue_retry(trial.study, frozen)
     logger.warning(
         "trial %d interrupted with %d fold(s) finished; queued again: the next run of the "
         "study resumes it",
