@@ -11,6 +11,8 @@ The Python API mirrors the command line::
 TensorFlow is imported only by the functions that train or predict.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from automl.config.schema import Config, config_from_dict, load_config
 from automl.errors import (
     AutoMLError,
@@ -20,6 +22,13 @@ from automl.errors import (
     SpaceError,
     StudyError,
 )
+
+if TYPE_CHECKING:  # what editors and mypy see; at run time __getattr__ imports them lazily
+    from automl.ensemble.build import run_ensemble
+    from automl.ensemble.manifest import EnsembleResult
+    from automl.ensemble.predict import run_predict
+    from automl.search.storage import load_study
+    from automl.search.tune import run_tune
 
 __version__ = "0.1.0"
 
@@ -41,7 +50,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: keep `import automl` free of TensorFlow
+def __getattr__(name: str) -> Any:  # lazy: keep `import automl` free of TensorFlow
     if name == "run_tune":
         from automl.search.tune import run_tune
 

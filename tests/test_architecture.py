@@ -157,3 +157,27 @@ def test_functions_in_search_and_nn_stay_short(package: str) -> None:
                 if length > 60:
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
     assert not long, f"functions over 60 lines: {long}"
+
+
+def test_the_public_api_resolves_without_tensorflow_until_a_function_is_used() -> None:
+    """``import automl`` stays free of TensorFlow, every name of ``__all__`` resolves, and the
+    ``TYPE_CHECKING`` imports name the same objects as the lazy ``__getattr__``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, automl\n"
+        "assert 'tensorflow' not in sys.modules, 'import automl imported TensorFlow'\n"
+        "from automl.search.tune import run_tune\n"
+        "from automl.ensemble.build import run_ensemble\n"
+        "from automl.ensemble.predict import run_predict\n"
+        "from automl.ensemble.manifest import EnsembleResult\n"
+        "from automl.search.storage import load_study\n"
+        "assert automl.run_tune is run_tune and automl.run_ensemble is run_ensemble\n"
+        "assert automl.run_predict is run_predict and automl.load_study is load_study\n"
+        "assert automl.EnsembleResult is EnsembleResult\n"
+        "missing = [n for n in automl.__all__ if not hasattr(automl, n)]\n"
+        "assert not missing, missing\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
