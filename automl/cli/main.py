@@ -187,8 +187,8 @@ def tune(
     typer.echo(f"folder:   {result.paths.root}")
     typer.echo(f"storage:  {storage_url_for_display(config.study.storage, result.paths)}")
     typer.echo(
-        f"trials:   {counts['complete']} complete, {counts['pruned']} pruned, "
-        f"{counts['fail']} failed ({result.ran} run now)"
+        f"trials:   {counts.complete} complete, {counts.pruned} pruned, "
+        f"{counts.fail} failed ({result.ran} run now)"
     )
     best = best_summary(result.study)
     if best is None:
@@ -388,8 +388,8 @@ def show(
         )
     counts = counts_by_state(optuna_study)
     typer.echo(
-        f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed, "
-        f"{counts['running']} running"
+        f"{counts.complete} complete, {counts.pruned} pruned, {counts.fail} failed, "
+        f"{counts.running} running"
     )
 
 

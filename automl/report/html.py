@@ -256,8 +256,8 @@ def _summary(config: Config, study: optuna.Study) -> Section:
         ("storage", storage_url_for_display(config.study.storage, paths)),
         (
             "trials",
-            f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed, "
-            f"{counts['running']} running",
+            f"{counts.complete} complete, {counts.pruned} pruned, {counts.fail} failed, "
+            f"{counts.running} running",
         ),
         ("pruner / sampler", f"{config.study.pruner.name} / {config.study.sampler.name}"),
     ]

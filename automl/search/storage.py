@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -313,12 +313,23 @@ def load_study(name: str, studies_dir: str | Path = "studies") -> tuple[Config, 
     return config, study
 
 
-def counts_by_state(study: optuna.Study) -> dict[str, int]:
-    """How many trials are in each state (every state, by its lower-case name)."""
+@dataclass(frozen=True)
+class TrialCounts:
+    """How many of a study's trials are in each of Optuna's states."""
+
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    running: int = 0
+    waiting: int = 0
+
+
+def counts_by_state(study: optuna.Study) -> TrialCounts:
+    """How many trials are in each state (every state of ``TrialState``)."""
     counts = {state.name.lower(): 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
-    return counts
+    return TrialCounts(**counts)
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:

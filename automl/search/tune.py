@@ -37,7 +37,7 @@ from automl.search.session import (
     stop_at_n_trials,
     trials_missing,
 )
-from automl.search.storage import counts_by_state, create_or_load, publish_config
+from automl.search.storage import TrialCounts, counts_by_state, create_or_load, publish_config
 from automl.search.workers import Slot, check_weights_apart, plan_slots, supervise
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class TuneResult:
 
     study: optuna.Study
     paths: StudyPaths
-    counts: dict[str, int]
+    counts: TrialCounts
     ran: int
     resumed: bool
 

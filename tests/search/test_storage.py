@@ -124,3 +124,17 @@ def test_a_database_study_gets_beats_that_survive_a_blip(tmp_path: Path) -> None
     storage = open_storage(config)
     assert isinstance(storage, HeartbeatRDBStorage)
     assert storage.get_heartbeat_interval() == config.study.heartbeat_interval
+
+
+def test_trial_counts_are_typed_and_cover_every_state(tmp_path: Path) -> None:
+    from automl.search.storage import TrialCounts, counts_by_state
+
+    study = create_or_load(_config(tmp_path / "studies", warm_start="none"))
+    study.tell(study.ask(), 0.5)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask()  # left running
+    study.enqueue_trial({"learning_rate": 0.01})
+    assert counts_by_state(study) == TrialCounts(
+        complete=1, pruned=1, fail=1, running=1, waiting=1
+    )
