@@ -257,7 +257,7 @@ def test_ctrl_c_in_fold_2_is_resumed_with_fold_1_taken_over(
         fold_0 = record["probabilities"]
 
     result = run_tune(config, progress=False)  # the same command again: resume
-    assert result.counts["complete"] == 1 and len(result.study.trials) == 2  # the retry ran
+    assert result.counts.complete == 1 and len(result.study.trials) == 2  # the retry ran
     retry = result.study.trials[1]
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.user_attrs["reused_folds"] == [0]

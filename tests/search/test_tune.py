@@ -66,7 +66,7 @@ def test_the_progress_bar_shows_the_running_trials_fold_epoch_and_score(
         encoding="utf-8",
     )
     result = run_tune(load_config(path), progress=True)
-    assert result.counts["complete"] == 1
+    assert result.counts.complete == 1
     err = capsys.readouterr().err
     for fold in (1, 2):
         for epoch in (1, 2):
